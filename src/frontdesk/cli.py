@@ -1,0 +1,120 @@
+"""The ``frontdesk`` command: one program for every process of the system."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from frontdesk.core.settings import Settings
+
+app = typer.Typer(
+    help="Frontdesk: the hospital's outpatient front server (WeChat, payments, HIS bridge).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
+PortOpt = Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment; on a bad value print one line per setting, exit 2."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = "_".join(str(p) for p in err.get("loc", ())).upper()
+            name = f"FRONTDESK_{loc}" if loc else "settings"
+            typer.echo(f"frontdesk: {name}: {err.get('msg')}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _install_signal_handlers(stop: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply the database migrations (creates the SQLite file under ./var if needed)."""
+    from frontdesk.core import migrate
+    from frontdesk.core.database import create_engine
+
+    settings = load_settings()
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate.upgrade(engine, revision)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    typer.echo(f"database at {revision}")
+
+
+@app.command()
+def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000,
+          workers: Annotated[int, typer.Option(help="Uvicorn worker processes.", min=1)] = 1,
+          ) -> None:
+    """Serve the web app: WeChat callback, pay notify, patient pages, API, staff console."""
+    import uvicorn
+
+    load_settings()  # fail fast, in this process, with a clear message
+    uvicorn.run("frontdesk.web.factory:app_from_env", factory=True, host=host, port=port,
+                workers=workers, proxy_headers=True, log_config=None, access_log=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run jobs from the outbox (pushes, HIS writes) and the recurring jobs."""
+    from frontdesk.container import build_container
+    from frontdesk.core.logging import configure_logging
+    from frontdesk.core.worker import Worker, load_job_modules
+
+    settings = load_settings()
+    configure_logging(level=settings.log_level, json_lines=settings.json_logs)
+    load_job_modules(settings.worker_job_modules)
+
+    async def run() -> None:
+        container = build_container(settings)
+        runner = Worker(container)
+        _install_signal_handlers(runner.stop)
+        try:
+            await runner.run_forever()
+        finally:
+            await container.aclose()
+
+    asyncio.run(run())
+
+
+@app.command()
+def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
+    """Everything on SQLite in one process, seeded, for a first look; prints the URL."""
+    from frontdesk.demo import run_demo
+
+    settings = load_settings()
+    if not settings.is_sqlite:
+        typer.echo("frontdesk demo runs on SQLite; unset FRONTDESK_DATABASE_URL", err=True)
+        raise typer.Exit(2)
+    asyncio.run(run_demo(settings, host=host, port=port))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,42 @@
+"""The composition root: builds the real services of one process from settings.
+
+Web routes and jobs get what they need from here; tests build one pointed at the
+simulators. Later issues add their ports (HIS gateway, WeChat platform, WeChat Pay, SMS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from frontdesk.core.clock import Clock, set_clock
+from frontdesk.core.database import Database
+from frontdesk.core.settings import Settings
+
+
+@dataclass
+class Container:
+    settings: Settings
+    db: Database
+    clock: Clock
+    # Ports added by later issues live here under stable names ("his", "wechat", "pay", ...).
+    services: dict[str, Any] = field(default_factory=dict)
+    _closers: list[Any] = field(default_factory=list)
+
+    def add_closer(self, closer: Any) -> None:
+        """Register an ``async () -> None`` to run on shutdown (HTTP clients, pools)."""
+        self._closers.append(closer)
+
+    async def aclose(self) -> None:
+        for closer in reversed(self._closers):
+            await closer()
+        await self.db.dispose()
+
+
+def build_container(settings: Settings, *, clock: Clock | None = None,
+                    db: Database | None = None) -> Container:
+    clock = clock or Clock(settings.tz)
+    set_clock(clock)
+    db = db or Database(settings.database_url, pool_size=settings.db_pool_size,
+                        max_overflow=settings.db_max_overflow, echo=settings.db_echo)
+    return Container(settings=settings, db=db, clock=clock)

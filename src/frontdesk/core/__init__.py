@@ -1,0 +1,1 @@
+"""Pieces every domain uses: settings, database, clock, money, ids, masking, audit, outbox."""

@@ -1,0 +1,1 @@
+"""Alembic migrations; ``frontdesk db upgrade`` applies them."""

@@ -1,0 +1,1 @@
+"""Presentation shared by all domains: the app factory, middleware, layout, static assets."""

@@ -1,0 +1,76 @@
+"""The ASGI app factory: ``create_app(settings)`` wires middleware, routers and errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from frontdesk import __version__
+from frontdesk.container import Container, build_container
+from frontdesk.core.settings import Environment, Settings
+from frontdesk.web import health
+from frontdesk.web.errors import install_error_handlers
+from frontdesk.web.middleware import (
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+)
+
+WEB_DIR = Path(__file__).resolve().parent
+
+SessionProvider = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    container: Container | None = None,
+    session_provider: SessionProvider | None = None,
+) -> FastAPI:
+    """Build the web app. Tests pass a container pointed at the simulators and, to roll a
+    test back, a session provider bound to the test's transaction."""
+    owned = container is None
+    container = container or build_container(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned:
+            await container.aclose()
+
+    production = settings.env is Environment.production
+    app = FastAPI(
+        title="Frontdesk",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None if production else "/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.container = container
+    app.state.session_provider = session_provider or container.db.session
+    app.state.templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
+
+    install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
+    app.include_router(health.router)
+    for router in _domain_routers():
+        app.include_router(router)
+
+    app.add_middleware(SecurityHeadersMiddleware, hsts=production)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def _domain_routers() -> list[Any]:
+    """Routers of each domain's presentation; later issues add theirs here."""
+    return []

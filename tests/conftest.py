@@ -1,0 +1,148 @@
+"""Test fixtures: one migrated database per run, one rolled-back transaction per test.
+
+The database is SQLite (a temporary file) unless ``FRONTDESK_TEST_DATABASE_URL`` names a
+PostgreSQL database, which is wiped (schema ``public`` dropped) at the start of the run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import delete, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from frontdesk.container import Container, build_container
+from frontdesk.core import migrate
+from frontdesk.core.clock import FrozenClock, set_clock
+from frontdesk.core.database import Database, create_engine
+from frontdesk.core.models import Base
+from frontdesk.core.settings import Settings
+from frontdesk.web.app import create_app
+
+# 2026-11-27 09:00 in Shanghai: a Friday morning clinic.
+T0 = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
+
+
+def pytest_report_header() -> str:
+    return f"frontdesk test database: {_redacted(test_database_url_or_none() or 'sqlite')}"
+
+
+def _redacted(url: str) -> str:
+    return url.split("@")[-1] if "@" in url else url
+
+
+def test_database_url_or_none() -> str | None:
+    return os.environ.get("FRONTDESK_TEST_DATABASE_URL") or None
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = test_database_url_or_none()
+    if url:
+        return url
+    path: Path = tmp_path_factory.mktemp("db") / "frontdesk-test.db"
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def is_postgres(database_url: str) -> bool:
+    return database_url.startswith("postgresql")
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(env="test", database_url=database_url, secret_key="t" * 40,
+                    worker_backoff_base_seconds=0.01, worker_backoff_max_seconds=0.05,
+                    _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database_url, pool_size=10, max_overflow=20)
+    if database_url.startswith("postgresql"):
+        async with eng.begin() as conn:
+            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    await migrate.upgrade(eng)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with engine.connect() as conn:
+        outer = await conn.begin()
+        try:
+            yield conn
+        finally:
+            await outer.rollback()
+
+
+@pytest.fixture
+async def db(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
+    """A session inside the test's transaction; its commits are savepoints, all rolled back."""
+    session = AsyncSession(bind=connection, expire_on_commit=False, autoflush=False,
+                           join_transaction_mode="create_savepoint")
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+@pytest.fixture
+def clock() -> Iterator[FrozenClock]:
+    frozen = FrozenClock(T0, tz="Asia/Shanghai")
+    previous = set_clock(frozen)
+    try:
+        yield frozen
+    finally:
+        set_clock(previous)
+
+
+@pytest.fixture
+async def committed(engine: AsyncEngine, database_url: str) -> AsyncIterator[Database]:
+    """A real Database whose transactions commit (for concurrency, workers and crashes).
+
+    Every table but the append-only audit log is emptied afterwards.
+    """
+    database = Database(database_url, pool_size=10, max_overflow=20)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+        async with engine.begin() as conn:
+            for table in reversed(Base.metadata.sorted_tables):
+                if table.name != "audit_log":
+                    await conn.execute(delete(table))
+
+
+@pytest.fixture
+def container(settings: Settings, committed: Database, clock: FrozenClock) -> Container:
+    return build_container(settings, clock=clock, db=committed)
+
+
+@pytest.fixture
+def app(settings: Settings, db: AsyncSession, clock: FrozenClock, engine: AsyncEngine) -> Any:
+    """The web app on the test's rolled-back transaction."""
+    container = build_container(settings, clock=clock, db=Database.from_engine(engine))
+
+    @asynccontextmanager
+    async def provider() -> AsyncIterator[AsyncSession]:
+        async with db.begin_nested():
+            yield db
+
+    return create_app(settings, container=container, session_provider=provider)
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
