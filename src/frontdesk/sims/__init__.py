@@ -1,0 +1,1 @@
+"""Dev and test counterparts of the ports. No domain imports these."""

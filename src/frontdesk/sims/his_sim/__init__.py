@@ -1,0 +1,1 @@
+"""A demo HIS speaking the server side of the HIS bridge protocol."""

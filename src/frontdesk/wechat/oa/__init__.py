@@ -1,0 +1,1 @@
+"""WeChat Official Account: callback, OAuth, access token, template messages, menu."""
