@@ -58,9 +58,14 @@ def is_postgres(database_url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(env="test", database_url=database_url, secret_key="t" * 40,
-                    worker_backoff_base_seconds=0.01, worker_backoff_max_seconds=0.05,
-                    _env_file=None)  # type: ignore[call-arg]
+    return Settings(
+        env="test",
+        database_url=database_url,
+        secret_key="t" * 40,
+        worker_backoff_base_seconds=0.01,
+        worker_backoff_max_seconds=0.05,
+        _env_file=None,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -88,8 +93,12 @@ async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 @pytest.fixture
 async def db(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
     """A session inside the test's transaction; its commits are savepoints, all rolled back."""
-    session = AsyncSession(bind=connection, expire_on_commit=False, autoflush=False,
-                           join_transaction_mode="create_savepoint")
+    session = AsyncSession(
+        bind=connection,
+        expire_on_commit=False,
+        autoflush=False,
+        join_transaction_mode="create_savepoint",
+    )
     try:
         yield session
     finally:

@@ -33,10 +33,15 @@ class Container:
         await self.db.dispose()
 
 
-def build_container(settings: Settings, *, clock: Clock | None = None,
-                    db: Database | None = None) -> Container:
+def build_container(
+    settings: Settings, *, clock: Clock | None = None, db: Database | None = None
+) -> Container:
     clock = clock or Clock(settings.tz)
     set_clock(clock)
-    db = db or Database(settings.database_url, pool_size=settings.db_pool_size,
-                        max_overflow=settings.db_max_overflow, echo=settings.db_echo)
+    db = db or Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        echo=settings.db_echo,
+    )
     return Container(settings=settings, db=db, clock=clock)

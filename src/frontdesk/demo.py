@@ -25,16 +25,23 @@ async def run_demo(settings: Settings, *, host: str, port: int) -> None:
     container = build_container(settings)
     await migrate.upgrade(container.db.engine)
     app = create_app(settings, container=container)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None,
-                                           access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    )
     worker = Worker(container, worker_id="demo-worker")
     # uvicorn installs its own signal handlers; stop the worker when the server stops.
     loop = asyncio.get_running_loop()
+
+    def stop(sig: int) -> None:
+        server.handle_exit(sig, None)
+        worker.stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, lambda: (server.handle_exit(sig, None), worker.stop()))
-    print(f"Frontdesk demo: http://{host}:{port}/  (ready: http://{host}:{port}/readyz)",
-          flush=True)
+            loop.add_signal_handler(sig, stop, sig)
+    print(
+        f"Frontdesk demo: http://{host}:{port}/  (ready: http://{host}:{port}/readyz)", flush=True
+    )
     worker_task = asyncio.create_task(worker.run_forever())
     try:
         await server.serve()

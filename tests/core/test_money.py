@@ -5,8 +5,15 @@ from frontdesk.core.money import MoneyError, check_fen, fen_to_yuan_text, format
 
 @pytest.mark.parametrize(
     ("text", "fen"),
-    [("12.5", 1250), ("12.50", 1250), ("0.01", 1), ("0", 0), ("¥1,234.00", 123400),
-     (" 7 ", 700), ("￥3.05", 305)],
+    [
+        ("12.5", 1250),
+        ("12.50", 1250),
+        ("0.01", 1),
+        ("0", 0),
+        ("¥1,234.00", 123400),
+        (" 7 ", 700),
+        ("￥3.05", 305),
+    ],
 )
 def test_parse_yuan_reads_what_people_type(text: str, fen: int) -> None:
     assert parse_yuan(text) == fen
@@ -14,8 +21,21 @@ def test_parse_yuan_reads_what_people_type(text: str, fen: int) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["-1", "1.234", "abc", "", "1e3", "12.", ".5", "1_000", "NaN", "１２", "9999999999999",
-     "12.5\x00", "0x10"],
+    [
+        "-1",
+        "1.234",
+        "abc",
+        "",
+        "1e3",
+        "12.",
+        ".5",
+        "1_000",
+        "NaN",
+        "１２",
+        "9999999999999",
+        "12.5\x00",
+        "0x10",
+    ],
 )
 def test_parse_yuan_refuses_bad_text(text: str) -> None:
     with pytest.raises(MoneyError):

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from frontdesk.core.models import Base, BigId, UTCDateTime
 
 
-
 class AuditEntry(Base):
     __tablename__ = "audit_log"
 
@@ -74,8 +73,9 @@ async def record(
     return entry
 
 
-async def count(session: AsyncSession, *, action: str | None = None,
-                record_id: str | None = None) -> int:
+async def count(
+    session: AsyncSession, *, action: str | None = None, record_id: str | None = None
+) -> int:
     stmt = select(func.count()).select_from(AuditEntry)
     if action is not None:
         stmt = stmt.where(AuditEntry.action == action)

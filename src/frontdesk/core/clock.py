@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 
 
 class Clock:
-    def __init__(self, tz: ZoneInfo | str = "Asia/Shanghai",
-                 now: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, tz: ZoneInfo | str = "Asia/Shanghai", now: Callable[[], datetime] | None = None
+    ) -> None:
         self.tz = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
         self._now = now
 

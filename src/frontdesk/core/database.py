@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# Execution option marking a connection's work as read-only (a deferred BEGIN on SQLite).
+READ_ONLY = "frontdesk_read_only"
 
 
 def _prepare_sqlite_path(url: str) -> None:
@@ -76,7 +78,12 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only work (readiness checks, pages that only read) asks for a deferred
+        # transaction so it never waits behind a writer: WAL readers see the last commit.
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -86,12 +93,11 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 class Database:
     """The engine and session factory of one process, built from settings."""
 
-    def __init__(self, url: str, *, pool_size: int = 8, max_overflow: int = 4,
-                 echo: bool = False) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 8, max_overflow: int = 4, echo: bool = False
+    ) -> None:
         self.url = url
-        self.engine = create_engine(
-            url, pool_size=pool_size, max_overflow=max_overflow, echo=echo
-        )
+        self.engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow, echo=echo)
         self.sessionmaker = create_sessionmaker(self.engine)
 
     @classmethod

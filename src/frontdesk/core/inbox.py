@@ -32,14 +32,19 @@ class InboxMessage(Base):
     __table_args__ = (UniqueConstraint("source", "external_id"),)
 
 
-async def receive(session: AsyncSession, *, source: str, external_id: str, at: datetime,
-                  payload: dict[str, Any] | None = None) -> bool:
+async def receive(
+    session: AsyncSession,
+    *,
+    source: str,
+    external_id: str,
+    at: datetime,
+    payload: dict[str, Any] | None = None,
+) -> bool:
     """Store an inbound message; True if it is new, False if it was seen before."""
     stmt = insert_ignoring_conflict(
         session,
-        InboxMessage.__table__,  # type: ignore[arg-type]
-        {"source": source, "external_id": external_id, "received_at": at,
-         "payload": payload or {}},
+        InboxMessage.__table__,
+        {"source": source, "external_id": external_id, "received_at": at, "payload": payload or {}},
         conflict_columns=["source", "external_id"],
     )
     result = await session.execute(stmt)
@@ -53,8 +58,9 @@ async def get(session: AsyncSession, *, source: str, external_id: str) -> InboxM
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
-async def mark_processed(session: AsyncSession, *, source: str, external_id: str,
-                         at: datetime, result: str | None = None) -> None:
+async def mark_processed(
+    session: AsyncSession, *, source: str, external_id: str, at: datetime, result: str | None = None
+) -> None:
     await session.execute(
         update(InboxMessage)
         .where(InboxMessage.source == source, InboxMessage.external_id == external_id)

@@ -50,7 +50,9 @@ async def current_revisions(engine: AsyncEngine) -> set[str]:
     def _current(connection: Connection) -> set[str]:
         return set(MigrationContext.configure(connection).get_current_heads())
 
-    async with engine.connect() as conn:
+    from frontdesk.core.database import READ_ONLY
+
+    async with engine.execution_options(**{READ_ONLY: True}).connect() as conn:
         return await conn.run_sync(_current)
 
 

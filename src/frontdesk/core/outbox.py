@@ -89,7 +89,7 @@ class OutboxAttempt(Base):
 # --------------------------------------------------------------------------- handlers
 
 
-class RetryLater(Exception):  # noqa: N818 - it is a signal, not an error
+class RetryLater(Exception):
     """Raise from a handler to be run again after ``delay_seconds`` (counts as an attempt)."""
 
     def __init__(self, reason: str, *, delay_seconds: float | None = None) -> None:
@@ -97,7 +97,7 @@ class RetryLater(Exception):  # noqa: N818 - it is a signal, not an error
         self.delay_seconds = delay_seconds
 
 
-class PermanentFailure(Exception):  # noqa: N818
+class PermanentFailure(Exception):
     """Raise from a handler when retrying cannot help: the job goes to dead letters now."""
 
 
@@ -127,8 +127,14 @@ class JobSpec:
 class Registry:
     specs: dict[str, JobSpec] = field(default_factory=dict)
 
-    def register(self, name: str, handler: Handler, *, max_attempts: int | None = None,
-                 timeout_seconds: float | None = None) -> None:
+    def register(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        max_attempts: int | None = None,
+        timeout_seconds: float | None = None,
+    ) -> None:
         existing = self.specs.get(name)
         if existing is not None and existing.handler is not handler:
             raise ValueError(f"job {name!r} is registered twice")
@@ -141,8 +147,9 @@ class Registry:
 registry = Registry()
 
 
-def job(name: str, *, max_attempts: int | None = None,
-        timeout_seconds: float | None = None) -> Callable[[Handler], Handler]:
+def job(
+    name: str, *, max_attempts: int | None = None, timeout_seconds: float | None = None
+) -> Callable[[Handler], Handler]:
     """Register a job handler: ``async def handler(ctx: JobContext, **payload) -> None``.
 
     Handlers take ids, reload rows, and must be safe to run twice (a lease can expire).
@@ -151,8 +158,7 @@ def job(name: str, *, max_attempts: int | None = None,
         raise ValueError("job names are 'domain.job_name'")
 
     def decorate(handler: Handler) -> Handler:
-        registry.register(name, handler, max_attempts=max_attempts,
-                          timeout_seconds=timeout_seconds)
+        registry.register(name, handler, max_attempts=max_attempts, timeout_seconds=timeout_seconds)
         return handler
 
     return decorate
@@ -198,9 +204,13 @@ async def enqueue(
             table.insert().values(**values).returning(table.c.id)  # type: ignore[attr-defined]
         )
         return int(result.scalar_one())
-    stmt = insert_ignoring_conflict(session, table, values,  # type: ignore[arg-type]
-                                    conflict_columns=["dedupe_key"])
-    result = await session.execute(stmt.returning(table.c.id))  # type: ignore[attr-defined]
+    stmt = insert_ignoring_conflict(
+        session,
+        table,
+        values,
+        conflict_columns=["dedupe_key"],
+    )
+    result = await session.execute(stmt.returning(table.c.id))
     job_id = result.scalar_one_or_none()
     return int(job_id) if job_id is not None else None
 
@@ -230,7 +240,7 @@ class WorkerConfig:
 def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
     """Exponential backoff with full jitter in [0.5, 1.5) of the step, capped."""
     step = min(cap, base * (2 ** max(0, attempt - 1)))
-    return min(cap, step * (0.5 + random.random()))
+    return float(min(cap, step * (0.5 + random.random())))
 
 
 async def claim(session: AsyncSession, *, config: WorkerConfig, limit: int) -> list[ClaimedJob]:
@@ -261,14 +271,25 @@ async def claim(session: AsyncSession, *, config: WorkerConfig, limit: int) -> l
             locked_until_at=now + timedelta(seconds=config.lease_seconds),
             attempts=OutboxJob.attempts + 1,
         )
-        .returning(OutboxJob.id, OutboxJob.name, OutboxJob.payload, OutboxJob.attempts,
-                   OutboxJob.max_attempts)
+        .returning(
+            OutboxJob.id,
+            OutboxJob.name,
+            OutboxJob.payload,
+            OutboxJob.attempts,
+            OutboxJob.max_attempts,
+        )
         .execution_options(synchronize_session=False)
     )
     rows = (await session.execute(stmt)).all()
     claimed = [
-        ClaimedJob(id=r.id, name=r.name, payload=dict(r.payload or {}), attempts=r.attempts,
-                   max_attempts=r.max_attempts, lock_token=token)
+        ClaimedJob(
+            id=r.id,
+            name=r.name,
+            payload=dict(r.payload or {}),
+            attempts=r.attempts,
+            max_attempts=r.max_attempts,
+            lock_token=token,
+        )
         for r in sorted(rows, key=lambda r: r.id)
     ]
     if claimed:
@@ -281,14 +302,11 @@ async def claim(session: AsyncSession, *, config: WorkerConfig, limit: int) -> l
             .execution_options(synchronize_session=False)
         )
         session.add_all(
-            OutboxAttempt(job_id=c.id, attempt=c.attempts, worker=config.worker_id,
-                          started_at=now)
+            OutboxAttempt(job_id=c.id, attempt=c.attempts, worker=config.worker_id, started_at=now)
             for c in claimed
         )
         await session.flush()
     return claimed
-
-
 
 
 async def run_claimed(
@@ -301,66 +319,106 @@ async def run_claimed(
     """Run one claimed job; returns its new status (done, queued, dead, or 'lost')."""
     spec = registry.get(claimed.name)
     if claimed.attempts > claimed.max_attempts:
-        await _finish_failure(sessionmaker, claimed, config=config,
-                              error="the last attempt did not finish (worker died)",
-                              outcome="lost", terminal=True)
+        await _finish_failure(
+            sessionmaker,
+            claimed,
+            config=config,
+            error="the last attempt did not finish (worker died)",
+            outcome="lost",
+            terminal=True,
+        )
         return DEAD
     if spec is None:
-        await _finish_failure(sessionmaker, claimed, config=config,
-                              error=f"no handler registered for {claimed.name!r}",
-                              outcome="error", terminal=True)
+        await _finish_failure(
+            sessionmaker,
+            claimed,
+            config=config,
+            error=f"no handler registered for {claimed.name!r}",
+            outcome="error",
+            terminal=True,
+        )
         return DEAD
     timeout = spec.timeout_seconds or config.job_timeout_seconds
     started = clock_now()
     try:
         async with sessionmaker() as session, session.begin():
-            ctx = JobContext(session=session, job_id=claimed.id, attempt=claimed.attempts,
-                             now=started, container=container)
+            ctx = JobContext(
+                session=session,
+                job_id=claimed.id,
+                attempt=claimed.attempts,
+                now=started,
+                container=container,
+            )
             await asyncio.wait_for(spec.handler(ctx, **claimed.payload), timeout)
             finished = clock_now()
             done = await session.execute(
                 update(OutboxJob)
-                .where(OutboxJob.id == claimed.id, OutboxJob.lock_token == claimed.lock_token,
-                       OutboxJob.status == RUNNING)
-                .values(status=DONE, finished_at=finished, locked_until_at=None,
-                        last_error=None)
+                .where(
+                    OutboxJob.id == claimed.id,
+                    OutboxJob.lock_token == claimed.lock_token,
+                    OutboxJob.status == RUNNING,
+                )
+                .values(status=DONE, finished_at=finished, locked_until_at=None, last_error=None)
                 .execution_options(synchronize_session=False)
             )
-            if done.rowcount != 1:  # type: ignore[attr-defined]
+            if done.rowcount != 1:
                 raise _LeaseLost
             await session.execute(
                 update(OutboxAttempt)
-                .where(OutboxAttempt.job_id == claimed.id,
-                       OutboxAttempt.attempt == claimed.attempts,
-                       OutboxAttempt.finished_at.is_(None))
+                .where(
+                    OutboxAttempt.job_id == claimed.id,
+                    OutboxAttempt.attempt == claimed.attempts,
+                    OutboxAttempt.finished_at.is_(None),
+                )
                 .values(finished_at=finished, outcome="ok")
                 .execution_options(synchronize_session=False)
             )
     except _LeaseLost:
-        log.warning("job %s %s lost its lease; its work was rolled back", claimed.id,
-                    claimed.name)
+        log.warning("job %s %s lost its lease; its work was rolled back", claimed.id, claimed.name)
         return "lost"
     except RetryLater as exc:
-        return await _finish_failure(sessionmaker, claimed, config=config,
-                                     error=f"retry later: {exc}", outcome="error",
-                                     delay=exc.delay_seconds)
+        return await _finish_failure(
+            sessionmaker,
+            claimed,
+            config=config,
+            error=f"retry later: {exc}",
+            outcome="error",
+            delay=exc.delay_seconds,
+        )
     except PermanentFailure as exc:
-        return await _finish_failure(sessionmaker, claimed, config=config,
-                                     error=f"permanent failure: {exc}", outcome="error",
-                                     terminal=True)
+        return await _finish_failure(
+            sessionmaker,
+            claimed,
+            config=config,
+            error=f"permanent failure: {exc}",
+            outcome="error",
+            terminal=True,
+        )
     except TimeoutError:
-        return await _finish_failure(sessionmaker, claimed, config=config,
-                                     error=f"timed out after {timeout:g}s", outcome="timeout")
+        return await _finish_failure(
+            sessionmaker,
+            claimed,
+            config=config,
+            error=f"timed out after {timeout:g}s",
+            outcome="timeout",
+        )
     except Exception as exc:  # a handler's bug or an outside system's failure: record it
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        log.warning("job %s %s failed (attempt %s/%s): %s", claimed.id, claimed.name,
-                    claimed.attempts, claimed.max_attempts, error)
-        return await _finish_failure(sessionmaker, claimed, config=config, error=error,
-                                     outcome="error")
+        log.warning(
+            "job %s %s failed (attempt %s/%s): %s",
+            claimed.id,
+            claimed.name,
+            claimed.attempts,
+            claimed.max_attempts,
+            error,
+        )
+        return await _finish_failure(
+            sessionmaker, claimed, config=config, error=error, outcome="error"
+        )
     return DONE
 
 
-class _LeaseLost(Exception):  # noqa: N818
+class _LeaseLost(Exception):
     pass
 
 
@@ -380,27 +438,36 @@ async def _finish_failure(
     if dead:
         values: dict[str, Any] = {"status": DEAD, "finished_at": now}
     else:
-        wait = delay if delay is not None else backoff_delay(
-            claimed.attempts, base=config.backoff_base_seconds, cap=config.backoff_max_seconds
+        wait = (
+            delay
+            if delay is not None
+            else backoff_delay(
+                claimed.attempts, base=config.backoff_base_seconds, cap=config.backoff_max_seconds
+            )
         )
         values = {"status": QUEUED, "run_after_at": now + timedelta(seconds=wait)}
     async with sessionmaker() as session, session.begin():
         result = await session.execute(
             update(OutboxJob)
-            .where(OutboxJob.id == claimed.id, OutboxJob.lock_token == claimed.lock_token,
-                   OutboxJob.status == RUNNING)
+            .where(
+                OutboxJob.id == claimed.id,
+                OutboxJob.lock_token == claimed.lock_token,
+                OutboxJob.status == RUNNING,
+            )
             .values(last_error=error, locked_until_at=None, lock_token=None, **values)
             .execution_options(synchronize_session=False)
         )
         await session.execute(
             update(OutboxAttempt)
-            .where(OutboxAttempt.job_id == claimed.id,
-                   OutboxAttempt.attempt == claimed.attempts,
-                   OutboxAttempt.finished_at.is_(None))
+            .where(
+                OutboxAttempt.job_id == claimed.id,
+                OutboxAttempt.attempt == claimed.attempts,
+                OutboxAttempt.finished_at.is_(None),
+            )
             .values(finished_at=now, outcome=outcome, error=error)
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
+        if result.rowcount != 1:
             return "lost"
     return DEAD if dead else QUEUED
 
@@ -420,9 +487,7 @@ async def retry_dead(session: AsyncSession, job_id: int) -> bool:
 
 
 async def counts_by_status(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(
-        select(OutboxJob.status, func.count()).group_by(OutboxJob.status)
-    )
+    rows = await session.execute(select(OutboxJob.status, func.count()).group_by(OutboxJob.status))
     counts = {QUEUED: 0, RUNNING: 0, DONE: 0, DEAD: 0}
     counts.update({status: int(n) for status, n in rows.all()})
     return counts
@@ -430,8 +495,10 @@ async def counts_by_status(session: AsyncSession) -> dict[str, int]:
 
 async def dead_letters(session: AsyncSession, *, limit: int = 50) -> list[OutboxJob]:
     rows = await session.execute(
-        select(OutboxJob).where(OutboxJob.status == DEAD)
-        .order_by(OutboxJob.finished_at.desc()).limit(limit)
+        select(OutboxJob)
+        .where(OutboxJob.status == DEAD)
+        .order_by(OutboxJob.finished_at.desc())
+        .limit(limit)
     )
     return list(rows.scalars())
 

@@ -85,31 +85,45 @@ def recurring(name: str, spec: str, *, job_name: str | None = None) -> None:
     recurring_registry[name] = Recurring(name, job_name or name, Schedule(spec))
 
 
-async def sync_definitions(session: AsyncSession, *, now: datetime, tz: ZoneInfo,
-                           definitions: dict[str, Recurring] | None = None) -> None:
+async def sync_definitions(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    tz: ZoneInfo,
+    definitions: dict[str, Recurring] | None = None,
+) -> None:
     """Insert rows for new recurring jobs; update the spec of changed ones."""
     for item in (definitions or recurring_registry).values():
         stmt = insert_ignoring_conflict(
             session,
-            RecurringJob.__table__,  # type: ignore[arg-type]
-            {"name": item.name, "job_name": item.job_name, "spec": item.schedule.spec,
-             "next_run_at": item.schedule.next_after(now, tz)},
+            RecurringJob.__table__,
+            {
+                "name": item.name,
+                "job_name": item.job_name,
+                "spec": item.schedule.spec,
+                "next_run_at": item.schedule.next_after(now, tz),
+            },
             conflict_columns=["name"],
         )
         await session.execute(stmt)
         await session.execute(
             update(RecurringJob)
             .where(RecurringJob.name == item.name, RecurringJob.spec != item.schedule.spec)
-            .values(spec=item.schedule.spec, job_name=item.job_name,
-                    next_run_at=item.schedule.next_after(now, tz))
+            .values(
+                spec=item.schedule.spec,
+                job_name=item.job_name,
+                next_run_at=item.schedule.next_after(now, tz),
+            )
         )
 
 
 async def enqueue_due(session: AsyncSession, *, now: datetime, tz: ZoneInfo) -> list[str]:
     """Enqueue every recurring job that is due; returns the dedupe keys enqueued."""
-    rows = (await session.execute(
-        select(RecurringJob).where(RecurringJob.next_run_at <= now)
-    )).scalars().all()
+    rows = (
+        (await session.execute(select(RecurringJob).where(RecurringJob.next_run_at <= now)))
+        .scalars()
+        .all()
+    )
     enqueued: list[str] = []
     for row in rows:
         due = row.next_run_at
@@ -123,8 +137,7 @@ async def enqueue_due(session: AsyncSession, *, now: datetime, tz: ZoneInfo) -> 
         if won.rowcount != 1:  # type: ignore[attr-defined]
             continue  # another worker took this due time
         key = f"recurring:{row.name}:{due.isoformat()}"
-        job_id = await outbox.enqueue(session, row.job_name, dedupe_key=key,
-                                      due_at=due.isoformat())
+        job_id = await outbox.enqueue(session, row.job_name, dedupe_key=key, due_at=due.isoformat())
         if job_id is not None:
             enqueued.append(key)
     return enqueued

@@ -94,9 +94,7 @@ class Settings(BaseSettings):
     @classmethod
     def _supported_database(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
-            raise ValueError(
-                "use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db"
-            )
+            raise ValueError("use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db")
         return value
 
     @model_validator(mode="after")
@@ -125,9 +123,10 @@ class Settings(BaseSettings):
 
     def check_production(self) -> None:
         problems: list[str] = []
-        if self.secret_key.get_secret_value() in {DEFAULT_SECRET, ""} or len(
-            self.secret_key.get_secret_value()
-        ) < 32:
+        if (
+            self.secret_key.get_secret_value() in {DEFAULT_SECRET, ""}
+            or len(self.secret_key.get_secret_value()) < 32
+        ):
             problems.append("FRONTDESK_SECRET_KEY: set a random secret of at least 32 characters")
         if self.is_sqlite:
             problems.append(

@@ -7,6 +7,7 @@ recurring jobs are enqueued under a guarded update, so none is run twice at once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -79,8 +80,9 @@ class Worker:
         return total
 
     async def _run(self, claimed: outbox.ClaimedJob) -> str:
-        return await outbox.run_claimed(self.sessionmaker, claimed, config=self.config,
-                                        container=self.container)
+        return await outbox.run_claimed(
+            self.sessionmaker, claimed, config=self.config, container=self.container
+        )
 
     async def run_forever(self) -> None:
         await self.prepare()
@@ -99,10 +101,8 @@ class Worker:
                 task.add_done_callback(self._running.discard)
             if claimed and len(claimed) == self.batch_size:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.poll_seconds)
-            except TimeoutError:
-                pass
         if self._running:
             log.info("worker waiting for %d running jobs", len(self._running))
             await asyncio.gather(*self._running, return_exceptions=True)

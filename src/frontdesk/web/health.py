@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from frontdesk.core import migrate
+from frontdesk.core.database import READ_ONLY
 
 router = APIRouter(tags=["health"])
 log = logging.getLogger("frontdesk.health")
@@ -24,7 +25,8 @@ async def readyz(request: Request) -> JSONResponse:
     container = request.app.state.container
     checks: dict[str, str] = {}
     try:
-        async with container.db.engine.connect() as conn:
+        ro = container.db.engine.execution_options(**{READ_ONLY: True})
+        async with ro.connect() as conn:
             await conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:
@@ -38,5 +40,6 @@ async def readyz(request: Request) -> JSONResponse:
             log.warning("readiness: cannot read migration state: %s", exc)
             checks["migrations"] = "unknown"
     ok = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks},
-                        status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )

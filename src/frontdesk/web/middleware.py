@@ -42,18 +42,15 @@ class RequestIdMiddleware:
             request_id_var.reset(token)
 
 
-class BodyTooLarge(Exception):  # noqa: N818
-    pass
-
-
 class BodyLimitMiddleware:
     """Refuses bodies over ``max_bytes`` with 413 before any handler reads them whole.
 
     Checks ``Content-Length`` up front and counts streamed chunks for chunked uploads.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int,
-                 overrides: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, overrides: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.overrides = overrides or {}
@@ -80,40 +77,48 @@ class BodyLimitMiddleware:
                 await _send_413(scope, send)
                 return
         received = 0
-        response_started = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            # Frameworks turn errors raised while reading the body into their own 400, so
+            # instead of raising we answer 413 ourselves and tell the app the client left.
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    refused = True
+                    await _send_413(scope, send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not response_started:
-                await _send_413(scope, send)
+        await self.app(scope, limited_receive, guarded_send)
 
 
 async def _send_413(scope: Scope, send: Send) -> None:
     headers = dict(scope["headers"])
     locale = pick_locale(headers.get(b"accept-language", b"").decode("latin-1"))
-    body = json.dumps({"error": {"code": "body_too_large",
-                                 "message": translate("body_too_large", locale)}},
-                      ensure_ascii=False).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json; charset=utf-8"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    body = json.dumps(
+        {"error": {"code": "body_too_large", "message": translate("body_too_large", locale)}},
+        ensure_ascii=False,
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -122,15 +127,18 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"SAMEORIGIN"),
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
-    (b"content-security-policy",
-     b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-     b"frame-ancestors 'self'; base-uri 'self'; form-action 'self'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        b"frame-ancestors 'self'; base-uri 'self'; form-action 'self'",
+    ),
 ]
 
 
 class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, *, hsts: bool = False,
-                 skip_csp_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, *, hsts: bool = False, skip_csp_prefixes: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.hsts = hsts
         self.skip_csp_prefixes = skip_csp_prefixes
@@ -145,7 +153,8 @@ class SecurityHeadersMiddleware:
             if message["type"] == "http.response.start":
                 present = {k.lower() for k, _ in message.get("headers", [])}
                 extra: list[Any] = [
-                    (k, v) for k, v in SECURITY_HEADERS
+                    (k, v)
+                    for k, v in SECURITY_HEADERS
                     if k not in present and not (skip_csp and k == b"content-security-policy")
                 ]
                 if self.hsts:
