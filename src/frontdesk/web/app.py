@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from frontdesk import __version__
 from frontdesk.container import Container, build_container
 from frontdesk.core.settings import Environment, Settings
-from frontdesk.web import health
+from frontdesk.web import health, home
 from frontdesk.web.errors import install_error_handlers
 from frontdesk.web.middleware import (
     BodyLimitMiddleware,
@@ -58,10 +58,13 @@ def create_app(
     app.state.container = container
     app.state.session_provider = session_provider or container.db.session
     app.state.templates = Jinja2Templates(directory=str(WEB_DIR / "templates"))
+    # Entries on the front page ({"href", "label"}); the demo adds the simulators' pages.
+    app.state.home_links = [{"href": "/api/docs", "label": "API (OpenAPI)"}]
 
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
     app.include_router(health.router)
+    app.include_router(home.router)
     for router in _domain_routers():
         app.include_router(router)
 
