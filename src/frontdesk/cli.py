@@ -46,7 +46,7 @@ def _install_signal_handlers(stop: Any) -> None:
 
 @db_app.command("upgrade")
 def db_upgrade(
-    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "heads",
 ) -> None:
     """Apply the database migrations (creates the SQLite file under ./var if needed)."""
     from frontdesk.core import migrate

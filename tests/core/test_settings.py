@@ -95,5 +95,5 @@ def test_cli_db_upgrade_creates_the_sqlite_database(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "database at head"
+    assert result.stdout.strip() == "database at heads"
     assert (tmp_path / "var" / "frontdesk.db").stat().st_size > 0

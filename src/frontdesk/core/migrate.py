@@ -27,7 +27,7 @@ def head_revisions() -> set[str]:
     return set(ScriptDirectory.from_config(alembic_config()).get_heads())
 
 
-def upgrade_on(connection: Connection, revision: str = "head") -> None:
+def upgrade_on(connection: Connection, revision: str = "heads") -> None:
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, revision)
@@ -40,7 +40,7 @@ def check_on(connection: Connection) -> None:
     command.check(cfg)
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
     async with engine.connect() as conn:
         await conn.run_sync(upgrade_on, revision)
         await conn.commit()
