@@ -370,6 +370,7 @@ def _has_naive_datetime(value: Any) -> bool:
         return any(_has_naive_datetime(getattr(value, f.name)) for f in dataclasses.fields(value))
     if isinstance(value, list | tuple):
         return any(_has_naive_datetime(v) for v in value)
-    if hasattr(value, "model_fields"):
-        return any(_has_naive_datetime(getattr(value, name)) for name in type(value).model_fields)
+    model_fields = getattr(type(value), "model_fields", None)
+    if isinstance(model_fields, dict):
+        return any(_has_naive_datetime(getattr(value, name)) for name in model_fields)
     return False

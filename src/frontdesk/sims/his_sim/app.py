@@ -204,7 +204,7 @@ class BridgeGate:
                 keys=self.state.keys,
                 headers=_Caseless(headers),
                 method=scope["method"],
-                path=scope["path"],
+                path=_signed_path(scope),
                 query=scope.get("query_string", b"").decode("latin-1"),
                 body=body,
                 unix_time=int(now.timestamp()),
@@ -228,6 +228,13 @@ class BridgeGate:
         if not fresh:
             return envelope(401, "nonce_reused", "this nonce was already used")
         return body
+
+
+def _signed_path(scope: Scope) -> str:
+    # The path as sent on the request line (percent-encoding kept), which is what the
+    # client signed; the decoded ``path`` would turn %2F into / and break the signature.
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if raw else str(scope["path"])
 
 
 class _Caseless(dict[str, str]):
@@ -583,7 +590,7 @@ class AddSlots(_OpBody):
 
 
 class EndOfDay(_OpBody):
-    on_date: date
+    on_date: date = Field(strict=False)  # JSON has no date type: "2026-11-27"
 
 
 class WindowPayment(_OpBody):

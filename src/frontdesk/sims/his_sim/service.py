@@ -708,7 +708,7 @@ async def day_settlements(session: AsyncSession, on_date: date) -> list[dict[str
         }
         for f in refunds
     ]
-    return sorted(out, key=lambda row: (row["at"], row["his_id"]))
+    return sorted(out, key=lambda row: (row["at"], row["kind"], row["his_id"]))
 
 
 # --------------------------------------------------------------------------- staff actions
