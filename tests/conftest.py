@@ -155,3 +155,37 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+
+
+# --- HIS bridge: the demo HIS and the real client wired to it (issue 3) -----------------
+HIS_KEY_ID = "test-key"
+
+
+@pytest.fixture
+def his_secret() -> str:
+    import secrets
+
+    return secrets.token_hex(24)
+
+
+@pytest.fixture
+async def his_sim(tmp_path: Path, clock: FrozenClock, his_secret: str) -> AsyncIterator[Any]:
+    """A seeded small demo HIS (its own SQLite file) as an ASGI app, at the clock's date."""
+    from frontdesk.sims.his_sim.app import create_his_sim_app, seed, sim_state
+
+    sim = create_his_sim_app(database_url=f"sqlite+aiosqlite:///{tmp_path / 'his.db'}",
+                             seed=1, size="small", key_id=HIS_KEY_ID, secret=his_secret)
+    await seed(sim, today=clock.today())
+    yield sim
+    await sim_state(sim).engine.dispose()
+
+
+@pytest.fixture
+async def his_gateway(his_sim: Any, his_secret: str) -> AsyncIterator[Any]:
+    """The real ``HttpHisGateway`` talking to ``his_sim`` through ``httpx.ASGITransport``."""
+    from frontdesk.his.bridge import HttpHisGateway
+
+    transport = httpx.ASGITransport(app=his_sim)
+    async with httpx.AsyncClient(transport=transport, base_url="http://his-sim") as http:
+        yield HttpHisGateway(base_url="http://his-sim", key_id=HIS_KEY_ID, secret=his_secret,
+                             timeout_seconds=2.0, backoff_seconds=0.01, client=http)

@@ -44,4 +44,20 @@ def build_container(
         max_overflow=settings.db_max_overflow,
         echo=settings.db_echo,
     )
-    return Container(settings=settings, db=db, clock=clock)
+    container = Container(settings=settings, db=db, clock=clock)
+    _add_his(container)
+    return container
+
+
+def _add_his(container: Container) -> None:
+    from frontdesk.his.bridge import HttpHisGateway
+
+    settings = container.settings
+    his = HttpHisGateway(
+        base_url=settings.his_base_url,
+        key_id=settings.his_key_id,
+        secret=settings.his_secret.get_secret_value(),
+        timeout_seconds=settings.his_timeout_seconds,
+    )
+    container.services["his"] = his
+    container.add_closer(his.aclose)

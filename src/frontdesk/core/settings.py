@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     # A production process must never talk to one; check_production() enforces it.
     simulators_enabled: bool = True
 
+    # --- HIS bridge (issue 3) --------------------------------------------------------------
+    # The hospital's bridge agent; the default is the demo HIS (`frontdesk his-sim`).
+    his_base_url: str = "http://127.0.0.1:8101"
+    his_key_id: str = "demo"
+    his_secret: SecretStr = SecretStr("demo-his-bridge-secret-change-me")
+    his_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+
     @field_validator("hospital_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -119,7 +126,7 @@ class Settings(BaseSettings):
 
     def outside_urls(self) -> dict[str, str]:
         """Base URLs of the outside systems, by setting name; later issues add theirs."""
-        return {}
+        return {"his_base_url": self.his_base_url}
 
     def check_production(self) -> None:
         problems: list[str] = []
