@@ -173,8 +173,13 @@ async def his_sim(tmp_path: Path, clock: FrozenClock, his_secret: str) -> AsyncI
     """A seeded small demo HIS (its own SQLite file) as an ASGI app, at the clock's date."""
     from frontdesk.sims.his_sim.app import create_his_sim_app, seed, sim_state
 
-    sim = create_his_sim_app(database_url=f"sqlite+aiosqlite:///{tmp_path / 'his.db'}",
-                             seed=1, size="small", key_id=HIS_KEY_ID, secret=his_secret)
+    sim = create_his_sim_app(
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'his.db'}",
+        seed=1,
+        size="small",
+        key_id=HIS_KEY_ID,
+        secret=his_secret,
+    )
     await seed(sim, today=clock.today())
     yield sim
     await sim_state(sim).engine.dispose()
@@ -187,5 +192,38 @@ async def his_gateway(his_sim: Any, his_secret: str) -> AsyncIterator[Any]:
 
     transport = httpx.ASGITransport(app=his_sim)
     async with httpx.AsyncClient(transport=transport, base_url="http://his-sim") as http:
-        yield HttpHisGateway(base_url="http://his-sim", key_id=HIS_KEY_ID, secret=his_secret,
-                             timeout_seconds=2.0, backoff_seconds=0.01, client=http)
+        yield HttpHisGateway(
+            base_url="http://his-sim",
+            key_id=HIS_KEY_ID,
+            secret=his_secret,
+            timeout_seconds=2.0,
+            backoff_seconds=0.01,
+            client=http,
+        )
+
+
+SMS_KEY_ID, SMS_SECRET = "test-sms-key", "test-sms-secret"
+
+
+@pytest.fixture
+def sms_sim() -> Any:
+    """The SMS provider simulator (Alibaba Cloud SendSms) as an ASGI app."""
+    from frontdesk.sims.sms_sim import create_sms_sim_app
+
+    return create_sms_sim_app(access_key_id=SMS_KEY_ID, access_key_secret=SMS_SECRET)
+
+
+@pytest.fixture
+async def sms_sender(sms_sim: Any) -> AsyncIterator[Any]:
+    """The real ``AliyunSms`` adapter talking to ``sms_sim`` through ASGITransport."""
+    from frontdesk.sms.aliyun import AliyunSms
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sms_sim)) as http:
+        yield AliyunSms(
+            base_url="http://sms-sim",
+            access_key_id=SMS_KEY_ID,
+            access_key_secret=SMS_SECRET,
+            sign_name="南京市第二医院",
+            template_code="SMS_000001",
+            client=http,
+        )

@@ -46,6 +46,7 @@ def build_container(
     )
     container = Container(settings=settings, db=db, clock=clock)
     _add_his(container)
+    _add_sms(container)
     return container
 
 
@@ -61,3 +62,19 @@ def _add_his(container: Container) -> None:
     )
     container.services["his"] = his
     container.add_closer(his.aclose)
+
+
+def _add_sms(container: Container) -> None:
+    from frontdesk.sms.aliyun import AliyunSms
+
+    settings = container.settings
+    sms = AliyunSms(
+        base_url=settings.sms_api_base,
+        access_key_id=settings.sms_access_key_id,
+        access_key_secret=settings.sms_access_key_secret.get_secret_value(),
+        sign_name=settings.sms_sign_name,
+        template_code=settings.sms_template_code,
+        timeout=settings.sms_timeout_seconds,
+    )
+    container.services["sms"] = sms
+    container.add_closer(sms.aclose)

@@ -40,12 +40,28 @@ def test_production_refuses_sqlite_default_secret_and_simulators() -> None:
     assert "FRONTDESK_SECRET_KEY" in message
     assert "FRONTDESK_DATABASE_URL" in message
     assert "FRONTDESK_SIMULATORS_ENABLED" in message
+    assert "FRONTDESK_HIS_SECRET: still the demo value" in message
+    assert "FRONTDESK_HIS_BASE_URL: points at a local simulator" in message
+
+
+def production_values() -> dict[str, object]:
+    """Every value production insists on: real endpoints and non-demo secrets."""
+    values: dict[str, object] = {
+        "env": "production",
+        "secret_key": GOOD_SECRET,
+        "database_url": PG,
+        "simulators_enabled": False,
+    }
+    for name in make().outside_urls():
+        values[name] = "https://" + name.replace("_", "-") + ".hospital.example"
+    for name, field in Settings.model_fields.items():
+        if name != "secret_key" and type(field.default).__name__ == "SecretStr":
+            values[name] = f"real-{name}-" + "x" * 32
+    return values
 
 
 def test_production_starts_when_configured() -> None:
-    settings = make(
-        env="production", secret_key=GOOD_SECRET, database_url=PG, simulators_enabled=False
-    )
+    settings = make(**production_values())
     assert settings.json_logs is True
 
 

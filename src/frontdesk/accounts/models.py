@@ -46,13 +46,22 @@ class CardBinding(Base):
 
     __table_args__ = (
         # A card is bound to an account at most once at a time...
-        Index("uq_card_binding_open", "openid", "card_id", unique=True,
-              sqlite_where=text("unbound_at IS NULL"),
-              postgresql_where=text("unbound_at IS NULL")),
+        Index(
+            "uq_card_binding_open",
+            "openid",
+            "card_id",
+            unique=True,
+            sqlite_where=text("unbound_at IS NULL"),
+            postgresql_where=text("unbound_at IS NULL"),
+        ),
         # ...and an account has at most one active card.
-        Index("uq_card_binding_active", "openid", unique=True,
-              sqlite_where=text("is_active AND unbound_at IS NULL"),
-              postgresql_where=text("is_active AND unbound_at IS NULL")),
+        Index(
+            "uq_card_binding_active",
+            "openid",
+            unique=True,
+            sqlite_where=text("is_active AND unbound_at IS NULL"),
+            postgresql_where=text("is_active AND unbound_at IS NULL"),
+        ),
         Index("ix_card_binding_card_id", "card_id"),
     )
 
@@ -88,4 +97,3 @@ class BindingChallenge(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     consumed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-

@@ -28,8 +28,10 @@ async def open_bindings(session: AsyncSession, openid: str) -> list[BoundCardRow
 
 
 async def count_open_bindings(session: AsyncSession, openid: str) -> int:
-    stmt = select(func.count()).select_from(CardBinding).where(
-        CardBinding.openid == openid, CardBinding.unbound_at.is_(None)
+    stmt = (
+        select(func.count())
+        .select_from(CardBinding)
+        .where(CardBinding.openid == openid, CardBinding.unbound_at.is_(None))
     )
     return int((await session.execute(stmt)).scalar_one())
 
@@ -40,7 +42,8 @@ async def card_by_no(session: AsyncSession, card_no: str) -> Card | None:
 
 async def open_binding(session: AsyncSession, openid: str, card_id: int) -> CardBinding | None:
     stmt = select(CardBinding).where(
-        CardBinding.openid == openid, CardBinding.card_id == card_id,
+        CardBinding.openid == openid,
+        CardBinding.card_id == card_id,
         CardBinding.unbound_at.is_(None),
     )
     return (await session.execute(stmt)).scalar_one_or_none()
@@ -84,8 +87,11 @@ async def count_attempt(session: AsyncSession, challenge_id: str, attempts_seen:
     """Count a code attempt with a guarded update, so parallel guesses each count."""
     result = await session.execute(
         update(BindingChallenge)
-        .where(BindingChallenge.id == challenge_id, BindingChallenge.attempts == attempts_seen,
-               BindingChallenge.consumed_at.is_(None))
+        .where(
+            BindingChallenge.id == challenge_id,
+            BindingChallenge.attempts == attempts_seen,
+            BindingChallenge.consumed_at.is_(None),
+        )
         .values(attempts=attempts_seen + 1)
         .execution_options(synchronize_session=False)
     )
@@ -94,7 +100,8 @@ async def count_attempt(session: AsyncSession, challenge_id: str, attempts_seen:
 
 async def accounts_of_card(session: AsyncSession, card_id: int) -> list[str]:
     rows = await session.execute(
-        select(CardBinding.openid).where(CardBinding.card_id == card_id,
-                                         CardBinding.unbound_at.is_(None))
+        select(CardBinding.openid).where(
+            CardBinding.card_id == card_id, CardBinding.unbound_at.is_(None)
+        )
     )
     return list(rows.scalars())

@@ -46,6 +46,13 @@ from frontdesk.sms.port import SmsRejected, SmsSender, SmsUnavailable
 
 
 @dataclass(frozen=True)
+class CodeRefused:
+    """The one-time code was wrong; ``attempts_left`` more tries before it is void."""
+
+    attempts_left: int
+
+
+@dataclass(frozen=True)
 class BindingPolicy:
     max_cards: int = 10
     sms_enabled: bool = True
@@ -59,11 +66,18 @@ def _actor(openid: str) -> str:
 
 def _bound(row: repo.BoundCardRow) -> BoundCard:
     c, b = row.card, row.binding
-    return BoundCard(card_id=c.id, card_no=c.card_no, card_type=c.card_type,
-                     holder_name_masked=c.holder_name_masked,
-                     id_number_masked=c.id_number_masked, phone_masked=c.phone_masked,
-                     relationship=b.relationship, status=c.status, is_active=b.is_active,
-                     bound_at=b.bound_at)
+    return BoundCard(
+        card_id=c.id,
+        card_no=c.card_no,
+        card_type=c.card_type,
+        holder_name_masked=c.holder_name_masked,
+        id_number_masked=c.id_number_masked,
+        phone_masked=c.phone_masked,
+        relationship=b.relationship,
+        status=c.status,
+        is_active=b.is_active,
+        bound_at=b.bound_at,
+    )
 
 
 # --------------------------------------------------------------------------- the scope
@@ -83,28 +97,44 @@ async def consent_version(session: AsyncSession, *, openid: str) -> str | None:
     return consent.version if consent else None
 
 
-async def accept_notice(session: AsyncSession, *, openid: str, version: str, now: datetime,
-                        ip: str | None = None) -> None:
+async def accept_notice(
+    session: AsyncSession, *, openid: str, version: str, now: datetime, ip: str | None = None
+) -> None:
     current = await repo.current_consent(session, openid)
     if current is not None and current.version == version:
         return
     session.add(Consent(openid=openid, version=version, accepted_at=now))
-    await audit.record(session, at=now, actor=_actor(openid), action="consent.accept",
-                       record_type="consent", record_id=version, ip=ip)
+    await audit.record(
+        session,
+        at=now,
+        actor=_actor(openid),
+        action="consent.accept",
+        record_type="consent",
+        record_id=version,
+        ip=ip,
+    )
     await session.flush()
 
 
-async def withdraw_consent(session: AsyncSession, *, openid: str, now: datetime,
-                           ip: str | None = None) -> int:
+async def withdraw_consent(
+    session: AsyncSession, *, openid: str, now: datetime, ip: str | None = None
+) -> int:
     """Withdraw consent: every card is unbound and no more messages are sent. Returns how
     many cards were unbound."""
     await repo.withdraw_consents(session, openid, now)
     scope = await scope_for(session, openid=openid)
     for card in scope.cards:
         await _unbind(session, openid=openid, card=card, now=now, by="consent_withdrawn", ip=ip)
-    await audit.record(session, at=now, actor=_actor(openid), action="consent.withdraw",
-                       record_type="consent", record_id=openid, ip=ip,
-                       detail={"cards_unbound": len(scope.cards)})
+    await audit.record(
+        session,
+        at=now,
+        actor=_actor(openid),
+        action="consent.withdraw",
+        record_type="consent",
+        record_id=openid,
+        ip=ip,
+        detail={"cards_unbound": len(scope.cards)},
+    )
     return len(scope.cards)
 
 
@@ -113,7 +143,8 @@ async def may_message(session: AsyncSession, *, openid: str) -> bool:
     if await repo.current_consent(session, openid) is not None:
         return True
     withdrawn = await session.execute(
-        select(Consent.id).where(Consent.openid == openid, Consent.withdrawn_at.is_not(None))
+        select(Consent.id)
+        .where(Consent.openid == openid, Consent.withdrawn_at.is_not(None))
         .limit(1)
     )
     return withdrawn.first() is None
@@ -131,7 +162,8 @@ async def _lock_account(session: AsyncSession, openid: str) -> None:
     """Serialise bindings of one account (PostgreSQL row lock on its consent; SQLite
     transactions are already serial), so two parallel binds cannot pass the card cap."""
     await session.execute(
-        select(Consent.id).where(Consent.openid == openid, Consent.withdrawn_at.is_(None))
+        select(Consent.id)
+        .where(Consent.openid == openid, Consent.withdrawn_at.is_(None))
         .with_for_update()
     )
 
@@ -159,52 +191,54 @@ async def start_binding(
     if existing is not None and await repo.open_binding(session, openid, existing.id):
         raise AlreadyBound
     try:
-        verified = await his.verify_card(card_no=request.card_no,
-                                         holder_name=request.holder_name,
-                                         id_or_phone_last4=request.id_or_phone_last4.upper())
+        verified = await his.verify_card(
+            card_no=request.card_no,
+            holder_name=request.holder_name,
+            id_or_phone_last4=request.id_or_phone_last4.upper(),
+        )
     except HisRejected as exc:
         # Which of name / digits was wrong is not said, to the patient or to an attacker.
         raise CardNotVerified from exc
     except HisUnavailable as exc:
         raise Unavailable from exc
     if not policy.sms_enabled:
-        card = await _bind(session, openid=openid, verified=verified,
-                           relationship=request.relationship.value, now=now, ip=ip,
-                           policy=policy, via="his")
+        card = await _bind(
+            session,
+            openid=openid,
+            verified=verified,
+            relationship=request.relationship.value,
+            now=now,
+            ip=ip,
+            policy=policy,
+            via="his",
+        )
         return BindingStarted(challenge_id=None, phone_masked=verified.phone_masked, bound=card)
-    if sms is None or not verified.phone:
+    if sms is None or not verified.sms_phone:
         raise SmsFailed
     challenge_id = secrets.token_hex(16)
     code = f"{secrets.randbelow(1_000_000):06d}"
-    session.add(BindingChallenge(
-        id=challenge_id, openid=openid, card_no=verified.card_no,
-        relationship=request.relationship.value, card_type=verified.card_type.value,
-        holder_name_masked=verified.holder_name_masked,
-        id_number_masked=verified.id_number_masked, phone_masked=verified.phone_masked,
-        code_hash=_code_hash(secret, challenge_id, code), attempts=0, created_at=now,
-        expires_at=now + policy.code_ttl,
-    ))
+    session.add(
+        BindingChallenge(
+            id=challenge_id,
+            openid=openid,
+            card_no=verified.card_no,
+            relationship=request.relationship.value,
+            card_type=verified.card_type.value,
+            holder_name_masked=verified.holder_name_masked,
+            id_number_masked=verified.id_number_masked,
+            phone_masked=verified.phone_masked,
+            code_hash=_code_hash(secret, challenge_id, code),
+            attempts=0,
+            created_at=now,
+            expires_at=now + policy.code_ttl,
+        )
+    )
     await session.flush()
     try:
-        await sms.send_code(phone=verified.phone, code=code)
+        await sms.send_code(phone=verified.sms_phone, code=code)
     except (SmsUnavailable, SmsRejected) as exc:
         raise SmsFailed from exc  # the caller's transaction rolls the challenge back
     return BindingStarted(challenge_id=challenge_id, phone_masked=verified.phone_masked)
-
-
-async def register_code_attempt(session: AsyncSession, *, openid: str, challenge_id: str,
-                                policy: BindingPolicy, now: datetime) -> None:
-    """Count one try at a challenge's code. Run it in its own transaction before
-    ``confirm_binding`` so a wrong code still uses up an attempt."""
-    challenge = await repo.challenge_for_update(session, challenge_id)
-    if challenge is None or challenge.openid != openid or challenge.consumed_at is not None:
-        raise ChallengeInvalid
-    if challenge.expires_at <= now:
-        raise ChallengeExpired
-    if challenge.attempts >= policy.max_code_attempts:
-        raise ChallengeInvalid
-    if not await repo.count_attempt(session, challenge.id, challenge.attempts):
-        raise ChallengeInvalid  # a parallel guess counted first
 
 
 async def confirm_binding(
@@ -217,16 +251,24 @@ async def confirm_binding(
     secret: str,
     now: datetime,
     ip: str | None = None,
-) -> BoundCard:
+) -> BoundCard | CodeRefused:
+    """Check the one-time code and bind the card.
+
+    A wrong code is not an exception: it *returns* ``CodeRefused`` so the caller commits the
+    used-up attempt (raising would roll the count back and allow unlimited guesses). After
+    ``max_code_attempts`` wrong codes the challenge is dead, even for the right code.
+    """
     challenge = await repo.challenge_for_update(session, challenge_id)
     if challenge is None or challenge.openid != openid or challenge.consumed_at is not None:
         raise ChallengeInvalid
     if challenge.expires_at <= now:
         raise ChallengeExpired
-    if challenge.attempts > policy.max_code_attempts or challenge.attempts == 0:
-        raise ChallengeInvalid  # every try must have been counted first
+    if challenge.attempts >= policy.max_code_attempts:
+        raise ChallengeInvalid
+    if not await repo.count_attempt(session, challenge.id, challenge.attempts):
+        raise ChallengeInvalid  # a parallel guess counted first
     if not hmac.compare_digest(challenge.code_hash, _code_hash(secret, challenge.id, code)):
-        raise ChallengeInvalid(attempts_left=max(0, policy.max_code_attempts - challenge.attempts))
+        return CodeRefused(attempts_left=policy.max_code_attempts - challenge.attempts - 1)
     consumed = await session.execute(
         update(BindingChallenge)
         .where(BindingChallenge.id == challenge.id, BindingChallenge.consumed_at.is_(None))
@@ -241,40 +283,76 @@ async def confirm_binding(
     if await repo.count_open_bindings(session, openid) >= policy.max_cards:
         raise TooManyCards(max_cards=policy.max_cards)
     verified = CardVerification(
-        card_no=challenge.card_no, card_type=CardType(challenge.card_type),
+        card_no=challenge.card_no,
+        card_type=CardType(challenge.card_type),
         holder_name_masked=challenge.holder_name_masked,
-        id_number_masked=challenge.id_number_masked, phone_masked=challenge.phone_masked,
+        id_number_masked=challenge.id_number_masked,
+        phone_masked=challenge.phone_masked,
     )
-    return await _bind(session, openid=openid, verified=verified,
-                       relationship=challenge.relationship, now=now, ip=ip, policy=policy,
-                       via="sms")
+    return await _bind(
+        session,
+        openid=openid,
+        verified=verified,
+        relationship=challenge.relationship,
+        now=now,
+        ip=ip,
+        policy=policy,
+        via="sms",
+    )
 
 
-async def _bind(session: AsyncSession, *, openid: str, verified: CardVerification,
-                relationship: str, now: datetime, ip: str | None, policy: BindingPolicy,
-                via: str) -> BoundCard:
-    await session.execute(insert_ignoring_conflict(
-        session, Card.__table__,
-        {"card_no": verified.card_no, "card_type": verified.card_type.value,
-         "holder_name_masked": verified.holder_name_masked,
-         "id_number_masked": verified.id_number_masked, "phone_masked": verified.phone_masked,
-         "status": "active", "verified_at": now, "created_at": now},
-        conflict_columns=["card_no"],
-    ))
+async def _bind(
+    session: AsyncSession,
+    *,
+    openid: str,
+    verified: CardVerification,
+    relationship: str,
+    now: datetime,
+    ip: str | None,
+    policy: BindingPolicy,
+    via: str,
+) -> BoundCard:
+    await session.execute(
+        insert_ignoring_conflict(
+            session,
+            Card.__table__,
+            {
+                "card_no": verified.card_no,
+                "card_type": verified.card_type.value,
+                "holder_name_masked": verified.holder_name_masked,
+                "id_number_masked": verified.id_number_masked,
+                "phone_masked": verified.phone_masked,
+                "status": "active",
+                "verified_at": now,
+                "created_at": now,
+            },
+            conflict_columns=["card_no"],
+        )
+    )
     # The HIS is the record: refresh what we show from what it just confirmed.
     await session.execute(
-        update(Card).where(Card.card_no == verified.card_no)
-        .values(card_type=verified.card_type.value,
-                holder_name_masked=verified.holder_name_masked,
-                id_number_masked=verified.id_number_masked,
-                phone_masked=verified.phone_masked, status="active", verified_at=now)
+        update(Card)
+        .where(Card.card_no == verified.card_no)
+        .values(
+            card_type=verified.card_type.value,
+            holder_name_masked=verified.holder_name_masked,
+            id_number_masked=verified.id_number_masked,
+            phone_masked=verified.phone_masked,
+            status="active",
+            verified_at=now,
+        )
         .execution_options(synchronize_session=False)
     )
     card = await repo.card_by_no(session, verified.card_no)
     assert card is not None
     has_active = any(r.binding.is_active for r in await repo.open_bindings(session, openid))
-    binding = CardBinding(openid=openid, card_id=card.id, relationship=relationship,
-                          is_active=not has_active, bound_at=now)
+    binding = CardBinding(
+        openid=openid,
+        card_id=card.id,
+        relationship=relationship,
+        is_active=not has_active,
+        bound_at=now,
+    )
     try:
         async with session.begin_nested():
             session.add(binding)
@@ -283,9 +361,17 @@ async def _bind(session: AsyncSession, *, openid: str, verified: CardVerificatio
         raise AlreadyBound from exc
     if await repo.count_open_bindings(session, openid) > policy.max_cards:
         raise TooManyCards(max_cards=policy.max_cards)
-    await audit.record(session, at=now, actor=_actor(openid), action="card.bind",
-                       record_type="card", record_id=card.id, card_id=card.id, ip=ip,
-                       detail={"relationship": relationship, "via": via})
+    await audit.record(
+        session,
+        at=now,
+        actor=_actor(openid),
+        action="card.bind",
+        record_type="card",
+        record_id=card.id,
+        card_id=card.id,
+        ip=ip,
+        detail={"relationship": relationship, "via": via},
+    )
     scope = await scope_for(session, openid=openid)
     return scope.card(card.id)
 
@@ -299,26 +385,40 @@ async def set_active(session: AsyncSession, *, openid: str, card_id: int) -> Bou
     await repo.clear_active(session, openid)
     await session.execute(
         update(CardBinding)
-        .where(CardBinding.openid == openid, CardBinding.card_id == card_id,
-               CardBinding.unbound_at.is_(None))
+        .where(
+            CardBinding.openid == openid,
+            CardBinding.card_id == card_id,
+            CardBinding.unbound_at.is_(None),
+        )
         .values(is_active=True)
         .execution_options(synchronize_session=False)
     )
     return (await scope_for(session, openid=openid)).card(card_id)
 
 
-async def unbind(session: AsyncSession, *, openid: str, card_id: int, now: datetime,
-                 by: str = "patient", ip: str | None = None) -> None:
+async def unbind(
+    session: AsyncSession,
+    *,
+    openid: str,
+    card_id: int,
+    now: datetime,
+    by: str = "patient",
+    ip: str | None = None,
+) -> None:
     scope = await scope_for(session, openid=openid)
     await _unbind(session, openid=openid, card=scope.card(card_id), now=now, by=by, ip=ip)
 
 
-async def _unbind(session: AsyncSession, *, openid: str, card: BoundCard, now: datetime,
-                  by: str, ip: str | None) -> None:
+async def _unbind(
+    session: AsyncSession, *, openid: str, card: BoundCard, now: datetime, by: str, ip: str | None
+) -> None:
     result = await session.execute(
         update(CardBinding)
-        .where(CardBinding.openid == openid, CardBinding.card_id == card.card_id,
-               CardBinding.unbound_at.is_(None))
+        .where(
+            CardBinding.openid == openid,
+            CardBinding.card_id == card.card_id,
+            CardBinding.unbound_at.is_(None),
+        )
         .values(unbound_at=now, unbound_by=by, is_active=False)
         .execution_options(synchronize_session=False)
     )
@@ -329,22 +429,32 @@ async def _unbind(session: AsyncSession, *, openid: str, card: BoundCard, now: d
         if remaining:
             await set_active(session, openid=openid, card_id=remaining[0].card.id)
     actor = _actor(openid) if by in {"patient", "consent_withdrawn"} else by
-    await audit.record(session, at=now, actor=actor, action="card.unbind", record_type="card",
-                       record_id=card.card_id, card_id=card.card_id, ip=ip,
-                       detail={"openid": openid, "by": by})
+    await audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="card.unbind",
+        record_type="card",
+        record_id=card.card_id,
+        card_id=card.card_id,
+        ip=ip,
+        detail={"openid": openid, "by": by},
+    )
 
 
 # --------------------------------------------------------------------------- HIS changes
 
 
-async def mark_card(session: AsyncSession, *, card_no: str, status: str,
-                    merged_into: str | None = None) -> bool:
+async def mark_card(
+    session: AsyncSession, *, card_no: str, status: str, merged_into: str | None = None
+) -> bool:
     """Record that the HIS voided (``invalid``) or merged (``merged``) a card; the pages
     show it as such and features refuse to use it."""
     if status not in {"active", "invalid", "merged"}:
         raise ValueError(f"unknown card status {status!r}")
     result = await session.execute(
-        update(Card).where(Card.card_no == card_no)
+        update(Card)
+        .where(Card.card_no == card_no)
         .values(status=status, merged_into_card_no=merged_into)
         .execution_options(synchronize_session=False)
     )
@@ -354,11 +464,27 @@ async def mark_card(session: AsyncSession, *, card_no: str, status: str,
 # --------------------------------------------------------------------------- staff
 
 
-async def staff_unbind(session: AsyncSession, *, staff_actor: str, openid: str, card_id: int,
-                       reason: str, now: datetime, ip: str | None = None) -> None:
+async def staff_unbind(
+    session: AsyncSession,
+    *,
+    staff_actor: str,
+    openid: str,
+    card_id: int,
+    reason: str,
+    now: datetime,
+    ip: str | None = None,
+) -> None:
     scope = await scope_for(session, openid=openid)
     card = scope.card(card_id)
     await _unbind(session, openid=openid, card=card, now=now, by=staff_actor, ip=ip)
-    await audit.record(session, at=now, actor=staff_actor, action="card.staff_unbind",
-                       record_type="card", record_id=card_id, card_id=card_id, ip=ip,
-                       detail={"openid": openid, "reason": reason})
+    await audit.record(
+        session,
+        at=now,
+        actor=staff_actor,
+        action="card.staff_unbind",
+        record_type="card",
+        record_id=card_id,
+        card_id=card_id,
+        ip=ip,
+        detail={"openid": openid, "reason": reason},
+    )

@@ -88,6 +88,24 @@ class Settings(BaseSettings):
     his_secret: SecretStr = SecretStr("demo-his-bridge-secret-change-me")
     his_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
 
+    # --- patients and cards (issue 6) ------------------------------------------------------
+    accounts_max_cards: int = Field(default=10, ge=1, le=50)
+    # The SMS step of binding; a hospital may switch it off (the console shows it is off).
+    accounts_sms_enabled: bool = True
+    accounts_code_ttl_seconds: int = Field(default=300, ge=60, le=1800)
+    accounts_max_code_attempts: int = Field(default=5, ge=1, le=10)
+    accounts_bind_attempts_per_hour: int = Field(default=10, ge=1)  # per account
+    accounts_bind_attempts_per_card_per_hour: int = Field(default=5, ge=1)  # per card number
+    accounts_privacy_notice_version: str = "2026-11"
+
+    # --- SMS (Alibaba Cloud SendSms; the default is `frontdesk sms-sim`) -------------------
+    sms_api_base: str = "http://127.0.0.1:8103"
+    sms_access_key_id: str = "demo-sms-key"
+    sms_access_key_secret: SecretStr = SecretStr("demo-sms-secret-change-me")
+    sms_sign_name: str = "南京市第二医院"
+    sms_template_code: str = "SMS_000001"
+    sms_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
     @field_validator("hospital_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -126,7 +144,7 @@ class Settings(BaseSettings):
 
     def outside_urls(self) -> dict[str, str]:
         """Base URLs of the outside systems, by setting name; later issues add theirs."""
-        return {"his_base_url": self.his_base_url}
+        return {"his_base_url": self.his_base_url, "sms_api_base": self.sms_api_base}
 
     def check_production(self) -> None:
         problems: list[str] = []
@@ -142,6 +160,15 @@ class Settings(BaseSettings):
             )
         if self.simulators_enabled:
             problems.append("FRONTDESK_SIMULATORS_ENABLED: set to false in production")
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if (
+                name != "secret_key"
+                and isinstance(value, SecretStr)
+                and isinstance(field.default, SecretStr)
+                and value.get_secret_value() == field.default.get_secret_value()
+            ):
+                problems.append(f"FRONTDESK_{name.upper()}: still the demo value; set the real one")
         for name, url in self.outside_urls().items():
             if _is_loopback_url(url):
                 problems.append(

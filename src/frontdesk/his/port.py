@@ -198,6 +198,9 @@ class CardVerification:
     holder_name_masked: str
     id_number_masked: str
     phone_masked: str
+    # The whole number the HIS holds, only so the front server can send the one-time binding
+    # code to it: never stored, shown or logged. Empty when the HIS has no mobile number.
+    sms_phone: str = ""
 
 
 # --------------------------------------------------------------------------- appointments

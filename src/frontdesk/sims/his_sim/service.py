@@ -194,6 +194,7 @@ async def verify_card(
         "holder_name_masked": mask_name(row.name),
         "id_number_masked": mask_id_number(row.id_number),
         "phone_masked": mask_phone(row.phone),
+        "sms_phone": row.phone,
     }
 
 
