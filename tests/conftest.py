@@ -146,3 +146,15 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+
+
+@pytest.fixture
+async def wechat_sim(container: Container, clock: FrozenClock) -> AsyncIterator[Any]:
+    """The WeChat simulator and our real OA client wired to it (see tests/sims/wechat_env)."""
+    from tests.sims.wechat_env import build_wechat_env
+
+    env = build_wechat_env(container, clock)
+    try:
+        yield env
+    finally:
+        await env.aclose()

@@ -39,4 +39,8 @@ def build_container(settings: Settings, *, clock: Clock | None = None,
     set_clock(clock)
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size,
                         max_overflow=settings.db_max_overflow, echo=settings.db_echo)
-    return Container(settings=settings, db=db, clock=clock)
+    container = Container(settings=settings, db=db, clock=clock)
+    from frontdesk.wechat.oa import wiring as wechat_oa_wiring
+
+    wechat_oa_wiring.register(container)
+    return container

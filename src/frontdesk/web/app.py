@@ -73,4 +73,7 @@ def create_app(
 
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
-    return []
+    from frontdesk.wechat.oa import callback as wechat_callback
+    from frontdesk.wechat.oa import oauth as wechat_oauth
+
+    return [wechat_callback.router, wechat_oauth.router]
