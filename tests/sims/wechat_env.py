@@ -17,6 +17,7 @@ from frontdesk.container import Container
 from frontdesk.core.clock import FrozenClock
 from frontdesk.sims.wechat_sim.app import create_sim_app
 from frontdesk.sims.wechat_sim.platform import SimConfig, SimPlatform
+from frontdesk.wechat.oa import jobs as _jobs  # noqa: F401 - registers the job handlers
 from frontdesk.wechat.oa import wiring
 from frontdesk.wechat.oa.client import HttpWeChatPlatform
 from frontdesk.wechat.oa.tokens import TokenManager
