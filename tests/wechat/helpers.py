@@ -68,7 +68,7 @@ def safe_request(
     )
     ts = str(timestamp)
     envelope = crypto.encrypt_message(body, nonce, ts)
-    import xmltodict
+    import xmltodict  # type: ignore[import-untyped]
 
     parsed = xmltodict.parse(envelope)["xml"]
     encrypt = parsed["Encrypt"]
@@ -87,7 +87,7 @@ def safe_request(
 def decrypt_reply(
     settings: Settings, body: bytes, *, timestamp: int, nonce: str = "1320562132"
 ) -> dict[str, Any]:
-    import xmltodict
+    import xmltodict  # type: ignore[import-untyped]
 
     crypto = WeChatCrypto(
         settings.wechat_token.get_secret_value(),

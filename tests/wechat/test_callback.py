@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-import xmltodict
+import xmltodict  # type: ignore[import-untyped]
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 

@@ -26,8 +26,9 @@ def add_whoami(app: FastAPI) -> None:
     app.add_api_route("/h5/whoami", whoami)
 
 
-async def sign_in(env: Any, openid: str, *, next_url: str = "/h5/whoami"
-                  ) -> tuple[httpx.Response, str]:
+async def sign_in(
+    env: Any, openid: str, *, next_url: str = "/h5/whoami"
+) -> tuple[httpx.Response, str]:
     """Phone opens /wechat/oauth/start; WeChat (the sim) consents; back to our callback."""
     start = await env.front.get("/wechat/oauth/start", params={"next": next_url})
     assert start.status_code == 302
@@ -35,13 +36,20 @@ async def sign_in(env: Any, openid: str, *, next_url: str = "/h5/whoami"
     assert location.endswith("#wechat_redirect")
     query = parse_qs(urlsplit(location).query)
     assert list(parse_qs(urlsplit(location).query)) == [
-        "appid", "redirect_uri", "response_type", "scope", "state"]
+        "appid",
+        "redirect_uri",
+        "response_type",
+        "scope",
+        "state",
+    ]
     assert query["scope"] == ["snsapi_base"]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=env.sim_app),
-                                 base_url="http://sim") as phone:
-        consent = await phone.get(urlsplit(location).path,
-                                  params={**{k: v[0] for k, v in query.items()},
-                                          "as_openid": openid})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=env.sim_app), base_url="http://sim"
+    ) as phone:
+        consent = await phone.get(
+            urlsplit(location).path,
+            params={**{k: v[0] for k, v in query.items()}, "as_openid": openid},
+        )
     assert consent.status_code == 302
     back = urlsplit(consent.headers["location"])
     callback_url = f"{back.path}?{back.query}"
@@ -72,8 +80,7 @@ async def test_callback_url_replayed_is_refused(wechat_sim: Any) -> None:
 
 
 async def test_without_a_code_the_page_says_open_in_wechat(wechat_sim: Any) -> None:
-    response = await wechat_sim.front.get("/wechat/oauth/callback",
-                                          headers={"accept": "text/html"})
+    response = await wechat_sim.front.get("/wechat/oauth/callback", headers={"accept": "text/html"})
     assert response.status_code == 400
     assert "请在微信中打开" in response.text
     assert SESSION_COOKIE not in response.cookies
@@ -85,8 +92,9 @@ async def test_tampered_state_is_refused(wechat_sim: Any) -> None:
     state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
     forged = state[:-1] + ("0" if state[-1] != "0" else "1")
     code = wechat_sim.sim.issue_code(wechat_sim.sim.add_user("钱七").openid)
-    response = await wechat_sim.front.get("/wechat/oauth/callback",
-                                          params={"code": code, "state": forged})
+    response = await wechat_sim.front.get(
+        "/wechat/oauth/callback", params={"code": code, "state": forged}
+    )
     assert response.status_code == 400
     assert (await wechat_sim.front.get("/h5/whoami")).json() == {"openid": None}
     # The code was not spent: WeChat never saw it.
@@ -94,7 +102,8 @@ async def test_tampered_state_is_refused(wechat_sim: Any) -> None:
 
 
 async def test_tampered_or_expired_session_cookie_is_signed_out(
-        wechat_sim: Any, clock: FrozenClock) -> None:
+    wechat_sim: Any, clock: FrozenClock
+) -> None:
     add_whoami(wechat_sim.front_app)
     user = wechat_sim.sim.add_user("孙八")
     await sign_in(wechat_sim, user.openid)
@@ -102,15 +111,21 @@ async def test_tampered_or_expired_session_cookie_is_signed_out(
     settings = wechat_sim.container.settings
     assert openid_from_cookie(settings, value) == user.openid
     other = "oSOMEONEELSE000000000000000"
-    assert openid_from_cookie(settings, other + value[len(user.openid):]) is None
+    assert openid_from_cookie(settings, other + value[len(user.openid) :]) is None
     wechat_sim.front.cookies.set(SESSION_COOKIE, value[:-2] + "xx")
     assert (await wechat_sim.front.get("/h5/whoami")).json() == {"openid": None}
 
 
-@pytest.mark.parametrize("target", [
-    "https://evil.example/steal", "//evil.example/x", "/\\evil.example", "javascript:alert(1)",
-    "http://127.0.0.1:9999/h5",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/steal",
+        "//evil.example/x",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        "http://127.0.0.1:9999/h5",
+    ],
+)
 async def test_next_must_be_same_origin(wechat_sim: Any, target: str) -> None:
     response = await wechat_sim.front.get("/wechat/oauth/start", params={"next": target})
     assert response.status_code == 400

@@ -26,24 +26,37 @@ async def follow(env: Any, name: str = "张三") -> str:
     return str(user.openid)
 
 
-async def queue(env: Any, openid: str, kind: str = "booking_made",
-                data: dict[str, str] | None = None) -> int | None:
+async def queue(
+    env: Any, openid: str, kind: str = "booking_made", data: dict[str, str] | None = None
+) -> int | None:
     async with env.container.db.session() as session:
-        row = await queue_template(session, openid=openid, kind=kind, data=data or DATA,
-                                   url="http://testserver/h5/bookings/1")
+        row = await queue_template(
+            session,
+            openid=openid,
+            kind=kind,
+            data=data or DATA,
+            url="http://testserver/h5/bookings/1",
+        )
         return row.id if row else None
 
 
 async def row_of(env: Any, row_id: int) -> TemplateMessage:
     async with env.container.db.session() as session:
-        return (await session.execute(select(TemplateMessage).where(
-            TemplateMessage.id == row_id))).scalar_one()
+        row: TemplateMessage = (
+            await session.execute(select(TemplateMessage).where(TemplateMessage.id == row_id))
+        ).scalar_one()
+        return row
 
 
 async def job_status(env: Any) -> list[str]:
     async with env.container.db.session() as session:
-        return list((await session.execute(select(OutboxJob.status).where(
-            OutboxJob.name == "wechat.send_template"))).scalars())
+        return list(
+            (
+                await session.execute(
+                    select(OutboxJob.status).where(OutboxJob.name == "wechat.send_template")
+                )
+            ).scalars()
+        )
 
 
 async def test_sent_then_delivered(wechat_sim: Any) -> None:
@@ -71,8 +84,9 @@ async def test_unfollowed_user_gets_nothing(wechat_sim: Any) -> None:
     assert await queue(wechat_sim, openid) is None
     assert await job_status(wechat_sim) == []
     async with wechat_sim.container.db.session() as session:
-        count = (await session.execute(
-            select(func.count()).select_from(TemplateMessage))).scalar_one()
+        count = (
+            await session.execute(select(func.count()).select_from(TemplateMessage))
+        ).scalar_one()
     assert count == 0
 
 
@@ -92,8 +106,9 @@ async def test_43004_stops_and_marks_the_user(wechat_sim: Any) -> None:
 
 
 @pytest.mark.parametrize("errcode", [45009, -1])
-async def test_busy_or_quota_retries_later(wechat_sim: Any, clock: FrozenClock,
-                                           errcode: int) -> None:
+async def test_busy_or_quota_retries_later(
+    wechat_sim: Any, clock: FrozenClock, errcode: int
+) -> None:
     openid = await follow(wechat_sim)
     row_id = await queue(wechat_sim, openid)
     assert row_id is not None
@@ -123,8 +138,11 @@ async def test_40001_refreshes_the_token_and_sends(wechat_sim: Any) -> None:
 async def test_other_rejection_is_a_dead_letter_with_a_failed_row(wechat_sim: Any) -> None:
     openid = await follow(wechat_sim)
     settings = wechat_sim.container.settings
-    wechat_sim.container.settings = settings.model_copy(update={"wechat_template_ids": {
-        **settings.wechat_template_ids, "booking_made": "TPL_DELETED"}})
+    wechat_sim.container.settings = settings.model_copy(
+        update={
+            "wechat_template_ids": {**settings.wechat_template_ids, "booking_made": "TPL_DELETED"}
+        }
+    )
     row_id = await queue(wechat_sim, openid)
     assert row_id is not None
     await Worker(wechat_sim.container).drain()
@@ -153,4 +171,3 @@ async def test_unknown_kind_is_refused_and_writes_nothing(wechat_sim: Any) -> No
 
 async def test_is_following_defaults_to_true_for_unknown_users(db: Any) -> None:
     assert await service.is_following(db, openid="o-never-seen") is True
-

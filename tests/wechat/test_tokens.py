@@ -24,9 +24,14 @@ async def test_many_concurrent_callers_cause_one_token_request(wechat_sim: Any) 
 
 async def test_processes_share_the_token_through_the_database(wechat_sim: Any) -> None:
     # Four managers = four processes: each has its own memory, all share the row.
-    managers = [TokenManager(platform=wechat_sim.client, sessionmaker=wechat_sim.container.db
-                             .sessionmaker, appid=wechat_sim.sim.config.appid)
-                for _ in range(4)]
+    managers = [
+        TokenManager(
+            platform=wechat_sim.client,
+            sessionmaker=wechat_sim.container.db.sessionmaker,
+            appid=wechat_sim.sim.config.appid,
+        )
+        for _ in range(4)
+    ]
     tokens = await asyncio.gather(*(m.get() for m in managers for _ in range(10)))
     assert len(set(tokens)) == 1
     assert wechat_sim.sim.stable_token_requests == 1
@@ -57,8 +62,7 @@ async def test_40001_refreshes_once_for_all_callers(wechat_sim: Any) -> None:
     async def info(token: str) -> Any:
         return await wechat_sim.client.get_user_info(token, user.openid)
 
-    results = await asyncio.gather(*(call_with_token(wechat_sim.tokens, info)
-                                     for _ in range(20)))
+    results = await asyncio.gather(*(call_with_token(wechat_sim.tokens, info) for _ in range(20)))
     assert {r.openid for r in results} == {user.openid}
     assert sim.stable_token_requests == 2
     assert await wechat_sim.tokens.get() != first

@@ -375,13 +375,17 @@ class SimPlatform:
         openid = str(fields.get("FromUserName", ""))
         for attempt in range(1, self.config.callback_deliveries + 1):
             try:
-                response = await self._callback.post(
-                    self.config.callback_url,
-                    params=query,
-                    content=body,
-                    headers={"Content-Type": "text/xml; charset=utf-8"},
+                # wait_for as well as httpx's timeout: an ASGI transport ignores the latter.
+                response = await asyncio.wait_for(
+                    self._callback.post(
+                        self.config.callback_url,
+                        params=query,
+                        content=body,
+                        headers={"Content-Type": "text/xml; charset=utf-8"},
+                    ),
+                    self.config.callback_timeout_seconds,
                 )
-            except httpx.TimeoutException:
+            except (httpx.TimeoutException, TimeoutError):
                 statuses.append("timeout")
                 continue
             except httpx.HTTPError as exc:

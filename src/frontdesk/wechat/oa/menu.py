@@ -18,8 +18,9 @@ def render_menu(settings: Settings) -> dict[str, Any]:
     return rendered
 
 
-async def push_menu(*, settings: Settings, platform: WeChatPlatform,
-                    tokens: TokenManager) -> dict[str, Any]:
+async def push_menu(
+    *, settings: Settings, platform: WeChatPlatform, tokens: TokenManager
+) -> dict[str, Any]:
     """Create the menu on WeChat; returns what was sent. Raises the port's errors."""
     menu = render_menu(settings)
 
