@@ -87,7 +87,7 @@ def safe_request(
 def decrypt_reply(
     settings: Settings, body: bytes, *, timestamp: int, nonce: str = "1320562132"
 ) -> dict[str, Any]:
-    import xmltodict  # type: ignore[import-untyped]
+    import xmltodict
 
     crypto = WeChatCrypto(
         settings.wechat_token.get_secret_value(),

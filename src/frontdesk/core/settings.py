@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     # Refresh the shared access token this long before it expires.
     wechat_token_refresh_margin_seconds: int = Field(default=300, ge=0, le=3600)
     wechat_session_max_age_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    # Dev only (simulators enabled): the simulator's phone page may frame our H5 pages.
+    wechat_sim_phone_origin: str | None = "http://127.0.0.1:8102"
     # Template id per event kind (see wechat/oa/templates.py for the kinds).
     wechat_template_ids: dict[str, str] = Field(
         default_factory=lambda: {

@@ -65,7 +65,13 @@ def create_app(
     for router in _domain_routers():
         app.include_router(router)
 
-    app.add_middleware(SecurityHeadersMiddleware, hsts=production)
+    frame_ancestors = (
+        (settings.wechat_sim_phone_origin,)
+        if settings.simulators_enabled and settings.wechat_sim_phone_origin and not production
+        else ()
+    )
+    app.add_middleware(SecurityHeadersMiddleware, hsts=production,
+                       frame_ancestors=frame_ancestors)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

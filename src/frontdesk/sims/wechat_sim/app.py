@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from frontdesk.sims.wechat_sim import phone, platform
 from frontdesk.sims.wechat_sim.platform import SimConfig, SimPlatform
@@ -30,5 +31,8 @@ def create_sim_app(
     app.state.platform = sim
     app.include_router(platform.router)
     app.include_router(phone.router)
+    app.mount(
+        "/phone/static", StaticFiles(directory=str(phone.HERE / "static")), name="phone-static"
+    )
     # WeChat Pay v3 (the Pay helper): app.include_router(pay.router)  <-- integrator adds
     return app
