@@ -227,3 +227,15 @@ async def sms_sender(sms_sim: Any) -> AsyncIterator[Any]:
             template_code="SMS_000001",
             client=http,
         )
+
+
+@pytest.fixture
+async def wechat_sim(container: Container, clock: FrozenClock) -> AsyncIterator[Any]:
+    """The WeChat simulator and our real OA client wired to it (see tests/sims/wechat_env)."""
+    from tests.sims.wechat_env import build_wechat_env
+
+    env = build_wechat_env(container, clock)
+    try:
+        yield env
+    finally:
+        await env.aclose()

@@ -20,6 +20,8 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+wechat_app = typer.Typer(help="WeChat Official Account commands.", no_args_is_help=True)
+app.add_typer(wechat_app, name="wechat")
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)]
@@ -120,6 +122,65 @@ def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
         typer.echo("frontdesk demo runs on SQLite; unset FRONTDESK_DATABASE_URL", err=True)
         raise typer.Exit(2)
     asyncio.run(run_demo(settings, host=host, port=port))
+
+
+@wechat_app.command("push-menu")
+def wechat_push_menu() -> None:
+    """Create the Official Account's custom menu from FRONTDESK_WECHAT_MENU."""
+    from frontdesk.container import build_container
+    from frontdesk.wechat.oa.menu import push_menu
+    from frontdesk.wechat.oa.port import WeChatError
+
+    settings = load_settings()
+
+    async def run() -> int:
+        container = build_container(settings)
+        try:
+            menu = await push_menu(
+                settings=settings,
+                platform=container.services["wechat"],
+                tokens=container.services["wechat_tokens"],
+            )
+        except WeChatError as exc:
+            typer.echo(f"frontdesk: menu refused: errcode {exc.errcode} {exc.errmsg}", err=True)
+            return 1
+        finally:
+            await container.aclose()
+        typer.echo(f"menu pushed: {len(menu.get('button', []))} top-level buttons")
+        return 0
+
+    code = asyncio.run(run())
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("wechat-sim")
+def wechat_sim(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8102,
+    front: Annotated[
+        str, typer.Option(help="The front server's base URL.")
+    ] = "http://127.0.0.1:8000",
+) -> None:
+    """Run the WeChat simulator (platform APIs, callbacks and the phone page)."""
+    import uvicorn
+
+    from frontdesk.sims.wechat_sim.app import create_sim_app
+    from frontdesk.sims.wechat_sim.platform import SimConfig
+
+    settings = load_settings()
+    config = SimConfig(
+        appid=settings.wechat_appid,
+        appsecret=settings.wechat_appsecret.get_secret_value(),
+        token=settings.wechat_token.get_secret_value(),
+        encoding_aes_key=settings.wechat_encoding_aes_key.get_secret_value(),
+        callback_url=front.rstrip("/") + "/wechat/callback",
+        front_base_url=front.rstrip("/"),
+        callback_mode=settings.wechat_callback_mode,
+        auto_deliver_events=True,
+    )
+    typer.echo(f"WeChat simulator: phone page at http://{host}:{port}/phone")
+    uvicorn.run(create_sim_app(config), host=host, port=port, log_config=None, access_log=False)
 
 
 def main() -> None:  # pragma: no cover - console entry

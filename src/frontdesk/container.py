@@ -47,6 +47,9 @@ def build_container(
     container = Container(settings=settings, db=db, clock=clock)
     _add_his(container)
     _add_sms(container)
+    from frontdesk.wechat.oa import wiring as wechat_oa_wiring
+
+    wechat_oa_wiring.register(container)
     return container
 
 

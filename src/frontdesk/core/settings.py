@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from enum import StrEnum
-from typing import Self
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -105,6 +105,64 @@ class Settings(BaseSettings):
     sms_sign_name: str = "南京市第二医院"
     sms_template_code: str = "SMS_000001"
     sms_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # --- WeChat Official Account (issue 4, wechat/oa) ------------------------------------
+    # Server API base (token, template, menu, sns); production: https://api.weixin.qq.com
+    wechat_api_base: str = "http://127.0.0.1:8102"
+    # The OAuth consent page the phone is sent to; production:
+    # https://open.weixin.qq.com/connect/oauth2/authorize
+    wechat_oauth_authorize_url: str = "http://127.0.0.1:8102/connect/oauth2/authorize"
+    wechat_appid: str = "wx0000000000sim001"
+    wechat_appsecret: SecretStr = SecretStr("sim-appsecret-change-me")
+    wechat_token: SecretStr = SecretStr("simtoken")
+    # 43 characters, Base64 without the trailing "=" (32 bytes once decoded).
+    wechat_encoding_aes_key: SecretStr = SecretStr("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")
+    wechat_callback_mode: Literal["plaintext", "compatible", "safe"] = "safe"
+    wechat_callback_max_skew_seconds: int = Field(default=300, ge=10, le=3600)
+    wechat_callback_max_bytes: int = Field(default=65_536, ge=1024, le=1_048_576)
+    wechat_http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Refresh the shared access token this long before it expires.
+    wechat_token_refresh_margin_seconds: int = Field(default=300, ge=0, le=3600)
+    wechat_session_max_age_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    # Dev only (simulators enabled): the simulator's phone page may frame our H5 pages.
+    wechat_sim_phone_origin: str | None = "http://127.0.0.1:8102"
+    # Template id per event kind (see wechat/oa/templates.py for the kinds).
+    wechat_template_ids: dict[str, str] = Field(
+        default_factory=lambda: {
+            "booking_made": "TPL_BOOKING_MADE",
+            "booking_cancelled": "TPL_BOOKING_CANCELLED",
+            "visit_reminder": "TPL_VISIT_REMINDER",
+            "clinic_suspended": "TPL_CLINIC_SUSPENDED",
+            "payment_due": "TPL_PAYMENT_DUE",
+            "payment_received": "TPL_PAYMENT_RECEIVED",
+            "refund_made": "TPL_REFUND_MADE",
+            "report_ready": "TPL_REPORT_READY",
+            "message_reply": "TPL_MESSAGE_REPLY",
+        }
+    )
+    # The custom menu as WeChat's menu/create JSON ({"button": [...]}); H5 URLs may use
+    # "{base}" for public_base_url.
+    wechat_menu: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "button": [
+                {"type": "view", "name": "预约挂号", "url": "{base}/h5/booking"},
+                {
+                    "name": "我的",
+                    "sub_button": [
+                        {"type": "view", "name": "就诊卡", "url": "{base}/h5/cards"},
+                        {"type": "view", "name": "缴费", "url": "{base}/h5/payments"},
+                        {"type": "view", "name": "报告", "url": "{base}/h5/reports"},
+                    ],
+                },
+                {
+                    "name": "服务",
+                    "sub_button": [
+                        {"type": "click", "name": "医院信息", "key": "HOSPITAL_INFO"},
+                        {"type": "click", "name": "联系我们", "key": "CONTACT"},
+                    ],
+                },
+            ]
+        }
+    )
 
     @field_validator("hospital_timezone")
     @classmethod
@@ -144,7 +202,12 @@ class Settings(BaseSettings):
 
     def outside_urls(self) -> dict[str, str]:
         """Base URLs of the outside systems, by setting name; later issues add theirs."""
-        return {"his_base_url": self.his_base_url, "sms_api_base": self.sms_api_base}
+        return {
+            "his_base_url": self.his_base_url,
+            "sms_api_base": self.sms_api_base,
+            "wechat_api_base": self.wechat_api_base,
+            "wechat_oauth_authorize_url": self.wechat_oauth_authorize_url,
+        }
 
     def check_production(self) -> None:
         problems: list[str] = []

@@ -68,7 +68,12 @@ def create_app(
     for router in _domain_routers():
         app.include_router(router)
 
-    app.add_middleware(SecurityHeadersMiddleware, hsts=production)
+    frame_ancestors = (
+        (settings.wechat_sim_phone_origin,)
+        if settings.simulators_enabled and settings.wechat_sim_phone_origin and not production
+        else ()
+    )
+    app.add_middleware(SecurityHeadersMiddleware, hsts=production, frame_ancestors=frame_ancestors)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app
@@ -76,4 +81,7 @@ def create_app(
 
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
-    return []
+    from frontdesk.wechat.oa import callback as wechat_callback
+    from frontdesk.wechat.oa import oauth as wechat_oauth
+
+    return [wechat_callback.router, wechat_oauth.router]

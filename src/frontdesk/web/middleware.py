@@ -137,11 +137,26 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 
 class SecurityHeadersMiddleware:
     def __init__(
-        self, app: ASGIApp, *, hsts: bool = False, skip_csp_prefixes: tuple[str, ...] = ()
+        self,
+        app: ASGIApp,
+        *,
+        hsts: bool = False,
+        skip_csp_prefixes: tuple[str, ...] = (),
+        frame_ancestors: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.hsts = hsts
         self.skip_csp_prefixes = skip_csp_prefixes
+        self.headers = SECURITY_HEADERS
+        if frame_ancestors:
+            # Let these origins frame our pages (the WeChat simulator's phone, in dev only):
+            # X-Frame-Options cannot name another origin, so CSP frame-ancestors does it.
+            extra = " ".join(frame_ancestors).encode()
+            self.headers = [
+                (k, v.replace(b"frame-ancestors 'self'", b"frame-ancestors 'self' " + extra))
+                for k, v in SECURITY_HEADERS
+                if k != b"x-frame-options"
+            ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -154,7 +169,7 @@ class SecurityHeadersMiddleware:
                 present = {k.lower() for k, _ in message.get("headers", [])}
                 extra: list[Any] = [
                     (k, v)
-                    for k, v in SECURITY_HEADERS
+                    for k, v in self.headers
                     if k not in present and not (skip_csp and k == b"content-security-policy")
                 ]
                 if self.hsts:
