@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from frontdesk import __version__
 from frontdesk.container import Container, build_container
 from frontdesk.core.settings import Environment, Settings
-from frontdesk.web import health, home
+from frontdesk.web import health, home, patient
 from frontdesk.web.errors import install_error_handlers
 from frontdesk.web.middleware import (
     BodyLimitMiddleware,
@@ -62,6 +62,7 @@ def create_app(
     app.state.home_links = [{"href": "/api/docs", "label": "API (OpenAPI)"}]
 
     install_error_handlers(app)
+    patient.install(app)
     app.mount("/static", StaticFiles(directory=str(WEB_DIR / "static")), name="static")
     app.include_router(health.router)
     app.include_router(home.router)
@@ -81,7 +82,8 @@ def create_app(
 
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
+    from frontdesk.accounts import routes as accounts_routes
     from frontdesk.wechat.oa import callback as wechat_callback
     from frontdesk.wechat.oa import oauth as wechat_oauth
 
-    return [wechat_callback.router, wechat_oauth.router]
+    return [wechat_callback.router, wechat_oauth.router, accounts_routes.router]
