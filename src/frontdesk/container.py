@@ -39,4 +39,21 @@ def build_container(settings: Settings, *, clock: Clock | None = None,
     set_clock(clock)
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size,
                         max_overflow=settings.db_max_overflow, echo=settings.db_echo)
-    return Container(settings=settings, db=db, clock=clock)
+    container = Container(settings=settings, db=db, clock=clock)
+    _add_wechat_pay(container)
+    return container
+
+
+def _add_wechat_pay(container: Container) -> None:
+    """``services["pay"]``: the WeChat Pay v3 adapter, when a merchant is configured.
+
+    Built lazily on first use (key files are read then), so a process that never pays does
+    not need them.
+    """
+    if not container.settings.wechatpay_mchid:
+        return
+    from frontdesk.wechat.pay.client import LazyWeChatPay
+
+    pay = LazyWeChatPay(container.settings)
+    container.services["pay"] = pay
+    container.add_closer(pay.aclose)

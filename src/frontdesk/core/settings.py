@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from enum import StrEnum
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -121,7 +121,9 @@ class Settings(BaseSettings):
 
     def outside_urls(self) -> dict[str, str]:
         """Base URLs of the outside systems, by setting name; later issues add theirs."""
-        return {}
+        urls: dict[str, str] = {}
+        urls["wechatpay_api_base"] = self.wechatpay_api_base
+        return urls
 
     def check_production(self) -> None:
         problems: list[str] = []
@@ -144,3 +146,27 @@ class Settings(BaseSettings):
                 )
         if problems:
             raise SettingsError("refusing to start in production: " + "; ".join(problems))
+
+    # --- WeChat Pay API v3 (wechat/pay) ------------------------------------------------------
+    # Production base: https://api.mch.weixin.qq.com; the default is the local simulator.
+    wechatpay_api_base: str = "http://127.0.0.1:8102"
+    wechatpay_mchid: str = ""  # empty: WeChat Pay not configured (no "pay" service)
+    wechatpay_appid: str = ""
+    wechatpay_serial_no: str = ""  # merchant API certificate serial (hex)
+    wechatpay_private_key_path: str = ""  # apiclient_key.pem
+    wechatpay_private_key: SecretStr = SecretStr("")  # or the PEM itself
+    wechatpay_apiv3_key: SecretStr = SecretStr("")  # 32 characters
+    # "public_key": WeChat Pay public key + PUB_KEY_ID_…; "certificate": /v3/certificates.
+    wechatpay_platform_mode: Literal["public_key", "certificate"] = "public_key"
+    wechatpay_platform_public_key: str = ""  # PEM text or a file path
+    wechatpay_platform_public_key_id: str = ""
+    wechatpay_notify_url: str = "http://127.0.0.1:8000/wechat/pay/notify"
+    wechatpay_refund_notify_url: str = ""  # empty: the one set in the merchant console
+    wechatpay_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    wechatpay_codepay_poll_seconds: float = Field(default=5.0, gt=0)
+    wechatpay_codepay_wait_seconds: float = Field(default=30.0, gt=0)
+    wechatpay_notify_max_bytes: int = Field(default=65_536, ge=1024)
+    # The simulator (frontdesk wechat-sim): its keys and its notify retry time scale
+    # (1.0 = the real 15 s … 6 h schedule; 0.01 = a hundred times faster).
+    wechatpay_sim_keys_dir: str = "var/keys"
+    wechatpay_sim_time_scale: float = Field(default=1.0, gt=0)

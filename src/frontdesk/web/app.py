@@ -73,4 +73,8 @@ def create_app(
 
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
-    return []
+    from frontdesk.wechat.pay.notify import router as wechatpay_notify_router
+
+    routers: list[Any] = []
+    routers.append(wechatpay_notify_router)
+    return routers
