@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -14,6 +17,7 @@ from frontdesk.wechat.pay.port import JsapiOrder
 from tests.sims.pay_rig import PaySimRig
 
 OPENID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
+CST = ZoneInfo("Asia/Shanghai")
 
 
 def order_body(rig: PaySimRig, out_trade_no: str = "S20261127000001", **extra: Any) -> bytes:
@@ -363,3 +367,64 @@ async def test_fault_injection_endpoint_validates_and_queues(pay_sim: PaySimRig)
     assert good.status_code == 200
     assert list(pay_sim.sim.faults.notify) == ["drop", "duplicate"]
     assert (pay_sim.sim.faults.api_500, pay_sim.sim.faults.signtest) == (2, 1)
+
+
+async def test_an_expired_order_cannot_be_paid(pay_sim: PaySimRig, clock: FrozenClock) -> None:
+    expires = (clock.now() + timedelta(minutes=15)).astimezone(CST).isoformat()
+    response = await send(
+        pay_sim, "POST", "/v3/pay/transactions/jsapi", order_body(pay_sim, time_expire=expires)
+    )
+    params = pay_sim.pay.jsapi_pay_params(response.json()["prepay_id"]).as_bridge_dict()
+    clock.advance(minutes=16)
+
+    confirm = await pay_sim.http.post("/sim/pay/confirm", json={**params, "action": "pay"})
+
+    assert confirm.status_code == 400
+    assert confirm.json()["code"] == "ORDER_CLOSED"
+    assert pay_sim.sim.orders["S20261127000001"].state == "NOTPAY"
+
+
+async def test_server_mode_delivers_notifications_in_the_background(pay_keys: Any) -> None:
+    from frontdesk.sims.wechat_sim.pay import create_pay_sim_app, stop_background
+    from frontdesk.sims.wechat_sim.pay_state import PaySim
+    from tests.sims.pay_rig import sim_config
+
+    received: list[bytes] = []
+
+    async def our_server(request: httpx.Request) -> httpx.Response:
+        received.append(request.content)
+        return httpx.Response(204)
+
+    sim = PaySim(
+        sim_config(pay_keys, background=True),
+        notify_http=httpx.AsyncClient(transport=httpx.MockTransport(our_server)),
+    )
+    app = create_pay_sim_app(sim)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://sim"
+    ) as client:
+        await client.post("/sim/pay/faults", json={})  # any request starts the delivery task
+        order = sim.create_order("NATIVE", json.loads(order_body_for(pay_keys)))
+        sim.pay(order, openid=OPENID)
+        for _ in range(40):
+            if received:
+                break
+            await asyncio.sleep(0.05)
+    await stop_background(sim)
+    await sim.notify_http.aclose()  # type: ignore[union-attr]
+
+    assert len(received) == 1
+    assert sim.notifies[0].done
+
+
+def order_body_for(keys: Any) -> bytes:
+    return json.dumps(
+        {
+            "appid": keys.appid,
+            "mchid": keys.mchid,
+            "description": "挂号费",
+            "out_trade_no": "B1000001",
+            "notify_url": "http://front.test/wechat/pay/notify",
+            "amount": {"total": 500, "currency": "CNY"},
+        }
+    ).encode()

@@ -488,3 +488,47 @@ async def test_a_dropped_notification_never_arrives(
     assert wired.sim.notifies[0].answers == []
     # The order is paid all the same: a query finds it (the billing issue's fallback).
     assert (await wired.pay.query_order("P20261127000001")).paid
+
+
+async def test_an_abnormal_refund_is_reported_as_such(
+    wired: PaySimRig, clock: FrozenClock, seen: list[events.PayEvent]
+) -> None:
+    await pay_order(wired)
+    wired.sim.faults.refund_abnormal = 1
+    await wired.pay.refund(
+        RefundRequest(
+            out_trade_no="P20261127000001", out_refund_no="R1", refund_fen=100, total_fen=2350
+        )
+    )
+    clock.advance(seconds=5)
+
+    await wired.sim.deliver_due()
+
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds == ["PaymentSucceeded", "RefundAbnormal"]
+    assert (await wired.pay.query_refund("R1")).status.value == "ABNORMAL"
+
+
+async def test_certificate_mode_verifies_notifications_after_fetching_certificates(
+    app: Any, pay_keys: Any, clock: FrozenClock, seen: list[events.PayEvent]
+) -> None:
+    from tests.sims.pay_rig import build_pay_rig
+
+    rig = build_pay_rig(pay_keys, clock, mode="certificate")
+    app.state.container.services["pay"] = rig.pay
+    rig.connect_notify(app)
+    try:
+        rig.sim.faults.notify.append("drop")
+        await pay_order(rig)  # the order call itself makes the client fetch certificates
+        rig.pay.verifier = signing.PlatformVerifier()  # forget them: rotation
+        headers, body = rig.sim.notify_request(rig.sim.notifies[0])
+        assert headers["Wechatpay-Serial"] == pay_keys.platform_cert_serial
+        response = await rig.sim.notify_http.post(  # type: ignore[union-attr]
+            "/wechat/pay/notify", content=body, headers=headers
+        )
+    finally:
+        await rig.aclose()
+
+    assert response.status_code == 204
+    assert [type(e).__name__ for e in seen] == ["PaymentSucceeded"]
+    assert rig.pay.verifier.knows(pay_keys.platform_cert_serial)

@@ -77,7 +77,16 @@ async def _deliver_forever(sim: PaySim) -> None:
         await asyncio.sleep(0.5)
 
 
-def get_sim(request: Request) -> PaySim:
+async def stop_background(sim: PaySim) -> None:
+    """Stop the delivery task of ``sim`` (server shutdown, tests)."""
+    task = _background.pop(id(sim), None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def get_sim(request: Request) -> PaySim:
     sim: PaySim | None = getattr(request.app.state, "wechat_pay_sim", None)
     if sim is None:
         sim = sim_from_settings()
