@@ -428,3 +428,43 @@ def order_body_for(keys: Any) -> bytes:
             "amount": {"total": 500, "currency": "CNY"},
         }
     ).encode()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status", "state"),
+    [
+        ("success", 200, "SUCCESS"),
+        ("userpaying_success", 202, "USERPAYING"),
+        ("userpaying_fail", 202, "USERPAYING"),
+        ("never", 202, "USERPAYING"),
+        ("expired", 400, "PAYERROR"),
+        ("insufficient", 403, "PAYERROR"),
+    ],
+)
+async def test_phone_payment_codes_select_their_scenario(
+    pay_sim: PaySimRig, scenario: str, status: int, state: str
+) -> None:
+    code = (await pay_sim.http.get("/sim/pay/auth-code", params={"scenario": scenario})).json()
+    body = json.dumps(
+        {
+            "appid": pay_sim.keys.appid,
+            "mchid": pay_sim.keys.mchid,
+            "description": "窗口缴费",
+            "out_trade_no": "C1000009",
+            "payer": {"auth_code": code["auth_code"]},
+            "amount": {"total": 100, "currency": "CNY"},
+            "scene_info": {"store_info": {"out_id": "W1"}},
+        }
+    ).encode()
+
+    response = await send(pay_sim, "POST", "/v3/pay/transactions/codepay", body)
+
+    assert len(code["auth_code"]) == 18
+    assert response.status_code == status
+    assert pay_sim.sim.orders["C1000009"].state == state
+
+
+async def test_an_unknown_payment_code_scenario_is_refused(pay_sim: PaySimRig) -> None:
+    response = await pay_sim.http.get("/sim/pay/auth-code", params={"scenario": "lottery"})
+
+    assert response.status_code == 400

@@ -8,6 +8,7 @@ platform key, errors use the v3 envelope. Simulator-only paths live under ``/sim
   sheet the phone page opens for ``getBrandWCPayRequest``; its button posts to
 - ``POST /sim/pay/confirm`` — checks ``paySign`` and pays (``action``: pay | cancel | fail);
 - ``POST /sim/pay/native/confirm`` — a patient scanned a Native ``code_url`` and paid;
+- ``GET  /sim/pay/auth-code?scenario=`` — a payment code for the phone to show;
 - ``POST /sim/pay/faults`` — fault injection; ``POST /sim/pay/tick`` — deliver due notifies.
 
 The engine is ``app.state.wechat_pay_sim`` (a ``PaySim``); ``install(app, sim)`` sets it, or
@@ -26,7 +27,14 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from frontdesk.sims.wechat_sim.pay_state import PaySim, PaySimConfig, SimError, SimOrder
+from frontdesk.sims.wechat_sim.pay_state import (
+    AUTH_CODE_SCENARIOS,
+    PaySim,
+    PaySimConfig,
+    SimError,
+    SimOrder,
+    new_auth_code,
+)
 
 ASSETS = Path(__file__).resolve().parent / "pay_assets"
 MAX_BODY = 64 * 1024
@@ -376,6 +384,23 @@ async def faults(request: Request, sim: SimDep) -> Response:
     if isinstance(delay, int | float) and not isinstance(delay, bool) and delay >= 0:
         sim.faults.notify_delay_seconds = float(delay)
     return JSONResponse({"ok": True})
+
+
+@router.get("/sim/pay/auth-code")
+async def auth_code(scenario: str = "success") -> Response:
+    """A payment code for the phone page to show; ``scenario`` picks what happens when the
+    cashier scans it (success, userpaying_success, userpaying_fail, expired, insufficient,
+    never)."""
+    if scenario not in AUTH_CODE_SCENARIOS:
+        return JSONResponse(
+            {
+                "code": "PARAM_ERROR",
+                "message": "unknown scenario",
+                "scenarios": sorted(AUTH_CODE_SCENARIOS),
+            },
+            400,
+        )
+    return JSONResponse({"auth_code": new_auth_code(scenario), "scenario": scenario})
 
 
 @router.post("/sim/pay/tick")

@@ -62,6 +62,24 @@ OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_\-*]{6,32}$")
 OUT_REFUND_NO = re.compile(r"^[0-9A-Za-z_\-|*@]{1,64}$")
 AUTH_CODE = re.compile(r"^1[0-5]\d{16}$")
 MAX_REFUNDS_PER_ORDER = 50
+# The payment-code scenario chosen by an auth code's last digit (the phone page shows codes).
+AUTH_CODE_SCENARIOS = {
+    "success": "0",
+    "userpaying_success": "5",
+    "userpaying_fail": "6",
+    "expired": "7",
+    "insufficient": "8",
+    "never": "9",
+}
+
+
+def new_auth_code(scenario: str = "success") -> str:
+    """A fresh 18-digit payment code (prefix 13) whose last digit selects ``scenario``."""
+    return (
+        "13"
+        + "".join(secrets.choice(string.digits) for _ in range(15))
+        + (AUTH_CODE_SCENARIOS[scenario])
+    )
 
 
 class SimError(Exception):
