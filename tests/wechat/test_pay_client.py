@@ -534,3 +534,42 @@ async def test_public_key_mode_has_no_certificates(pay_sim: PaySimRig) -> None:
         await pay_sim.pay.refresh_certificates()
 
     assert caught.value.vendor_code == "RESOURCE_NOT_EXISTS"
+
+
+async def test_refunds_end_one_year_after_payment(pay_sim: PaySimRig, clock: FrozenClock) -> None:
+    await paid_order(pay_sim)
+    clock.advance(days=366)
+
+    with pytest.raises(PayRejected) as caught:
+        await pay_sim.pay.refund(
+            RefundRequest(
+                out_trade_no="P20261127000001", out_refund_no="R1", refund_fen=1, total_fen=2350
+            )
+        )
+
+    assert caught.value.reason == "invalid_request"
+    assert pay_sim.sim.refunds == {}
+
+
+async def test_at_most_fifty_refunds_per_order(pay_sim: PaySimRig, clock: FrozenClock) -> None:
+    await paid_order(pay_sim)
+    for n in range(50):
+        await pay_sim.pay.refund(
+            RefundRequest(
+                out_trade_no="P20261127000001",
+                out_refund_no=f"R{n:03d}",
+                refund_fen=1,
+                total_fen=2350,
+            )
+        )
+        clock.advance(minutes=1)
+
+    with pytest.raises(PayRejected) as caught:
+        await pay_sim.pay.refund(
+            RefundRequest(
+                out_trade_no="P20261127000001", out_refund_no="R050", refund_fen=1, total_fen=2350
+            )
+        )
+
+    assert (caught.value.reason, caught.value.vendor_code) == ("rule_limit", "RULE_LIMIT")
+    assert len(pay_sim.sim.refunds) == 50
