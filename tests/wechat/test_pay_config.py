@@ -15,6 +15,7 @@ from frontdesk.core.database import Database
 from frontdesk.core.settings import Settings
 from frontdesk.wechat.pay.client import HttpWeChatPay, LazyWeChatPay, PayConfig, PayConfigError
 from frontdesk.wechat.pay.devkeys import KeySet, read_keyset, write_keyset
+from frontdesk.wechat.pay.port import WeChatPay
 
 
 def pay_settings(keys_dir: Path, keys: KeySet, **overrides: Any) -> Settings:
@@ -136,3 +137,12 @@ def test_gen_test_keys_writes_a_usable_key_set_once(tmp_path: Path) -> None:
     values: dict[str, Any] = {k.removeprefix("FRONTDESK_").lower(): v for k, v in env.items()}
     settings = Settings(_env_file=None, **values)
     assert PayConfig.from_settings(settings) is not None
+
+
+def test_both_adapters_satisfy_the_port(pay_sim: Any) -> None:
+    def as_port(*adapters: WeChatPay) -> list[WeChatPay]:  # mypy checks the Protocol here
+        return list(adapters)
+
+    lazy = LazyWeChatPay(Settings(_env_file=None))
+
+    assert as_port(pay_sim.pay, lazy) == [pay_sim.pay, lazy]
