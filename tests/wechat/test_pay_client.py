@@ -573,3 +573,17 @@ async def test_at_most_fifty_refunds_per_order(pay_sim: PaySimRig, clock: Frozen
 
     assert (caught.value.reason, caught.value.vendor_code) == ("rule_limit", "RULE_LIMIT")
     assert len(pay_sim.sim.refunds) == 50
+
+
+@pytest.mark.parametrize("number", ["../../v3/refund", "P1?mchid=2", "短号", "A" * 33])
+async def test_merchant_numbers_that_would_bend_the_url_are_refused_before_sending(
+    pay_sim: PaySimRig, number: str
+) -> None:
+    seen = pay_sim.sim.requests_seen
+
+    with pytest.raises(ValueError, match="not a valid WeChat Pay merchant number"):
+        await pay_sim.pay.query_order(number)
+    with pytest.raises(ValueError, match="not a valid WeChat Pay merchant number"):
+        await pay_sim.pay.create_jsapi_order(jsapi(number))
+
+    assert pay_sim.sim.requests_seen == seen

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import math
+import re
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -135,6 +136,22 @@ def _read_pem(inline: str, path: str, setting: str) -> bytes:
         return Path(candidate).read_bytes()
     except OSError as exc:
         raise PayConfigError(f"{setting}: cannot read {candidate}: {exc.strerror}") from exc
+
+
+_OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_\-*]{6,32}$")
+_OUT_REFUND_NO = re.compile(r"^[0-9A-Za-z_\-|*@]{1,64}$")
+
+
+def _checked(value: str, pattern: re.Pattern[str], name: str) -> str:
+    """Merchant numbers go into URL paths: only WeChat's documented characters pass."""
+    if not pattern.match(value):
+        raise ValueError(f"{name} {value!r} is not a valid WeChat Pay merchant number")
+    return value
+
+
+def _order_path(out_trade_no: str, suffix: str = "") -> str:
+    number = _checked(out_trade_no, _OUT_TRADE_NO, "out_trade_no")
+    return f"/v3/pay/transactions/out-trade-no/{number}{suffix}"
 
 
 def _dumps(payload: Mapping[str, Any]) -> bytes:
@@ -427,6 +444,7 @@ class HttpWeChatPay:
     def _order_payload(self, order: JsapiOrder | NativeOrder) -> dict[str, Any]:
         if order.amount_fen <= 0:
             raise ValueError("amount_fen must be positive")
+        _checked(order.out_trade_no, _OUT_TRADE_NO, "out_trade_no")
         payload: dict[str, Any] = {
             "appid": self.config.appid,
             "mchid": self.config.mchid,
@@ -484,7 +502,7 @@ class HttpWeChatPay:
         response = await self._call(
             "query",
             "GET",
-            f"/v3/pay/transactions/out-trade-no/{out_trade_no}",
+            _order_path(out_trade_no),
             query={"mchid": self.config.mchid},
         )
         try:
@@ -496,7 +514,7 @@ class HttpWeChatPay:
         await self._call(
             "close",
             "POST",
-            f"/v3/pay/transactions/out-trade-no/{out_trade_no}/close",
+            _order_path(out_trade_no, "/close"),
             payload={"mchid": self.config.mchid},
         )
 
@@ -505,6 +523,7 @@ class HttpWeChatPay:
     async def pay_by_code(self, order: CodePayOrder) -> Payment:
         if order.amount_fen <= 0:
             raise ValueError("amount_fen must be positive")
+        _checked(order.out_trade_no, _OUT_TRADE_NO, "out_trade_no")
         payload: dict[str, Any] = {
             "appid": self.config.appid,
             "mchid": self.config.mchid,
@@ -574,7 +593,7 @@ class HttpWeChatPay:
                 await self._call(
                     "reverse",
                     "POST",
-                    f"/v3/pay/transactions/out-trade-no/{out_trade_no}/reverse",
+                    _order_path(out_trade_no, "/reverse"),
                     payload={"appid": self.config.appid, "mchid": self.config.mchid},
                 )
                 return
@@ -594,6 +613,8 @@ class HttpWeChatPay:
     async def refund(self, request: RefundRequest) -> Refund:
         if request.refund_fen <= 0 or request.total_fen <= 0:
             raise ValueError("amounts must be positive")
+        _checked(request.out_trade_no, _OUT_TRADE_NO, "out_trade_no")
+        _checked(request.out_refund_no, _OUT_REFUND_NO, "out_refund_no")
         payload: dict[str, Any] = {
             "out_trade_no": request.out_trade_no,
             "out_refund_no": request.out_refund_no,
@@ -614,7 +635,10 @@ class HttpWeChatPay:
 
     async def query_refund(self, out_refund_no: str) -> Refund:
         response = await self._call(
-            "refund_query", "GET", f"/v3/refund/domestic/refunds/{out_refund_no}"
+            "refund_query",
+            "GET",
+            "/v3/refund/domestic/refunds/"
+            + _checked(out_refund_no, _OUT_REFUND_NO, "out_refund_no"),
         )
         try:
             return refund_from_json(self._json("refund_query", response))
