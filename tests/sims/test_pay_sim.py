@@ -468,3 +468,20 @@ async def test_an_unknown_payment_code_scenario_is_refused(pay_sim: PaySimRig) -
     response = await pay_sim.http.get("/sim/pay/auth-code", params={"scenario": "lottery"})
 
     assert response.status_code == 400
+
+
+async def test_the_pay_sheet_escapes_text_and_returns_only_to_local_paths(
+    pay_sim: PaySimRig,
+) -> None:
+    data = json.loads(order_body(pay_sim))
+    data["description"] = '<script>alert("x")</script>'
+    response = await send(pay_sim, "POST", "/v3/pay/transactions/jsapi", json.dumps(data).encode())
+    params = pay_sim.pay.jsapi_pay_params(response.json()["prepay_id"]).as_bridge_dict()
+
+    local = await pay_sim.http.get("/sim/pay/sheet", params={**params, "return": "/h5/bills/7"})
+    evil = await pay_sim.http.get("/sim/pay/sheet", params={**params, "return": "//evil.test/x"})
+
+    assert "<script>alert" not in local.text
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in local.text
+    assert 'data-return="/h5/bills/7"' in local.text
+    assert 'data-return=""' in evil.text

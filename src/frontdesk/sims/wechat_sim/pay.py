@@ -311,9 +311,16 @@ async def pay_sheet(request: Request, sim: SimDep) -> HTMLResponse:
         error=error,
         description=order.description if order else "",
         amount=f"{order.total_fen // 100}.{order.total_fen % 100:02d}" if order else "",
-        return_url=request.query_params.get("return", ""),
+        return_url=_local_path(request.query_params.get("return", "")),
     )
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+def _local_path(value: str) -> str:
+    """Only a same-origin path may be returned to (no open redirect via ``//host``)."""
+    if value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return ""
 
 
 @router.get("/sim/pay/assets/{name}")

@@ -18,7 +18,7 @@
     if (window.parent && window.parent !== window) { window.parent.postMessage(message, "*"); }
     if (window.opener) { window.opener.postMessage(message, "*"); }
     var back = sheet.getAttribute("data-return");
-    if (back && back.charAt(0) === "/") {
+    if (back && back.charAt(0) === "/" && back.charAt(1) !== "/") {
       setTimeout(function () {
         window.location.href = back + (back.indexOf("?") < 0 ? "?" : "&") +
           "err_msg=" + encodeURIComponent(result.err_msg);
