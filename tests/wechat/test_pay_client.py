@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 
 import httpx
@@ -490,6 +491,21 @@ async def test_an_answer_signed_by_another_platform_key_is_not_trusted(
     assert caught.value.vendor_code == "RESPONSE_NOT_VERIFIED"
 
 
+async def test_a_signed_refusal_that_does_not_verify_is_not_trusted(
+    pay_keys: KeySet, clock: FrozenClock
+) -> None:
+    impostor = make_keyset(mchid=pay_keys.mchid, appid=pay_keys.appid)
+    rig = build_pay_rig(pay_keys, clock)
+    rig.sim.config.platform_key = impostor.platform_key
+    try:
+        with pytest.raises(PayUnavailable) as caught:
+            await rig.pay.query_order("P20261127000001")  # a forged "ORDER_NOT_EXIST"
+    finally:
+        await rig.aclose()
+
+    assert caught.value.vendor_code == "RESPONSE_NOT_VERIFIED"
+
+
 async def test_a_request_from_a_skewed_clock_is_refused_by_the_simulator(
     pay_sim: PaySimRig, clock: FrozenClock
 ) -> None:
@@ -497,8 +513,25 @@ async def test_a_request_from_a_skewed_clock_is_refused_by_the_simulator(
         pay_sim.config, http=pay_sim.http, now=lambda: clock.now() - timedelta(minutes=6)
     )
 
-    with pytest.raises(PayRejected) as caught:
+    with pytest.raises(PayUnavailable) as caught:
         await skewed.create_jsapi_order(jsapi())
+
+    # The simulator refuses the stale request (401 SIGN_ERROR), and its signed refusal is
+    # itself stale for our skewed clock: both sides point at the clock.
+    assert "stale_timestamp" in str(caught.value)
+    assert pay_sim.sim.orders == {}
+
+
+async def test_a_refused_signature_is_rejected_with_the_vendor_code(
+    pay_sim: PaySimRig, pay_keys: KeySet
+) -> None:
+    other = make_keyset(mchid=pay_keys.mchid, appid=pay_keys.appid)
+    wrong_key = type(pay_sim.pay)(
+        replace(pay_sim.config, private_key=other.merchant_key), http=pay_sim.http
+    )
+
+    with pytest.raises(PayRejected) as caught:
+        await wrong_key.create_jsapi_order(jsapi())
 
     assert (caught.value.reason, caught.value.vendor_code) == ("signature_refused", "SIGN_ERROR")
     assert pay_sim.sim.orders == {}

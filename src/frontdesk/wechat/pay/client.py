@@ -335,6 +335,9 @@ class HttpWeChatPay:
                 outcome = "ok"
                 return response
             outcome = "refused"
+            if verify and "Wechatpay-Signature" in response.headers:
+                # A signed refusal must verify too, or "not found" could be forged.
+                await self._verify_response(operation, response)
             raise self._error(operation, response)
         finally:
             log.info(
