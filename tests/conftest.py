@@ -239,3 +239,28 @@ async def wechat_sim(container: Container, clock: FrozenClock) -> AsyncIterator[
         yield env
     finally:
         await env.aclose()
+
+
+# --- WeChat Pay simulator (wechat/pay) ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pay_keys() -> Any:
+    """Throw-away merchant and platform RSA-2048 keys, made once per run."""
+    from frontdesk.wechat.pay.devkeys import make_keyset
+
+    return make_keyset()
+
+
+@pytest.fixture
+async def pay_sim(pay_keys: Any, clock: FrozenClock) -> AsyncIterator[Any]:
+    """The Pay simulator (``.sim``, ``.sim_app``) and our real client (``.pay``) wired to it
+    over ASGITransport, on the test's frozen clock. ``.connect_notify(app)`` sends the
+    simulator's notifications into a front-server app."""
+    from tests.sims.pay_rig import build_pay_rig
+
+    rig = build_pay_rig(pay_keys, clock)
+    try:
+        yield rig
+    finally:
+        await rig.aclose()

@@ -20,7 +20,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema commands.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-wechat_app = typer.Typer(help="WeChat Official Account commands.", no_args_is_help=True)
+wechat_app = typer.Typer(
+    help="WeChat Official Account and WeChat Pay commands.", no_args_is_help=True
+)
 app.add_typer(wechat_app, name="wechat")
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
@@ -181,6 +183,27 @@ def wechat_sim(
     )
     typer.echo(f"WeChat simulator: phone page at http://{host}:{port}/phone")
     uvicorn.run(create_sim_app(config), host=host, port=port, log_config=None, access_log=False)
+
+
+@wechat_app.command("gen-test-keys")
+def wechat_gen_test_keys(
+    out: Annotated[str, typer.Option(help="Directory for the key files (git-ignored).")] = (
+        "var/keys"
+    ),
+    force: Annotated[bool, typer.Option(help="Replace keys already there.")] = False,
+) -> None:
+    """Create throw-away WeChat Pay keys for dev and demo (merchant + simulator platform)."""
+    from pathlib import Path
+
+    from frontdesk.wechat.pay.devkeys import FILES, make_keyset, write_keyset
+
+    target = Path(out)
+    if (target / FILES["meta"]).exists() and not force:
+        typer.echo(f"frontdesk: keys already in {target} (use --force to replace)", err=True)
+        raise typer.Exit(1)
+    paths = write_keyset(make_keyset(), target)
+    typer.echo(f"test keys written to {target}; settings for the front server:")
+    typer.echo(paths["env"].read_text().rstrip())
 
 
 def main() -> None:  # pragma: no cover - console entry

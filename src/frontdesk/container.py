@@ -50,6 +50,7 @@ def build_container(
     from frontdesk.wechat.oa import wiring as wechat_oa_wiring
 
     wechat_oa_wiring.register(container)
+    _add_wechat_pay(container)
     return container
 
 
@@ -81,3 +82,18 @@ def _add_sms(container: Container) -> None:
     )
     container.services["sms"] = sms
     container.add_closer(sms.aclose)
+
+
+def _add_wechat_pay(container: Container) -> None:
+    """``services["pay"]``: the WeChat Pay v3 adapter, when a merchant is configured.
+
+    Built lazily on first use (key files are read then), so a process that never pays does
+    not need them.
+    """
+    if not container.settings.wechatpay_mchid:
+        return
+    from frontdesk.wechat.pay.client import LazyWeChatPay
+
+    pay = LazyWeChatPay(container.settings)
+    container.services["pay"] = pay
+    container.add_closer(pay.aclose)

@@ -164,6 +164,30 @@ class Settings(BaseSettings):
         }
     )
 
+    # --- WeChat Pay API v3 (wechat/pay) ------------------------------------------------------
+    # Production base: https://api.mch.weixin.qq.com; the default is the local simulator.
+    wechatpay_api_base: str = "http://127.0.0.1:8102"
+    wechatpay_mchid: str = ""  # empty: WeChat Pay not configured (no "pay" service)
+    wechatpay_appid: str = ""
+    wechatpay_serial_no: str = ""  # merchant API certificate serial (hex)
+    wechatpay_private_key_path: str = ""  # apiclient_key.pem
+    wechatpay_private_key: SecretStr = SecretStr("")  # or the PEM itself
+    wechatpay_apiv3_key: SecretStr = SecretStr("")  # 32 characters
+    # "public_key": WeChat Pay public key + PUB_KEY_ID_…; "certificate": /v3/certificates.
+    wechatpay_platform_mode: Literal["public_key", "certificate"] = "public_key"
+    wechatpay_platform_public_key: str = ""  # PEM text or a file path
+    wechatpay_platform_public_key_id: str = ""
+    wechatpay_notify_url: str = "http://127.0.0.1:8000/wechat/pay/notify"
+    wechatpay_refund_notify_url: str = ""  # empty: the one set in the merchant console
+    wechatpay_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    wechatpay_codepay_poll_seconds: float = Field(default=5.0, gt=0)
+    wechatpay_codepay_wait_seconds: float = Field(default=30.0, gt=0)
+    wechatpay_notify_max_bytes: int = Field(default=65_536, ge=1024)
+    # The simulator (frontdesk wechat-sim): its keys and its notify retry time scale
+    # (1.0 = the real 15 s … 6 h schedule; 0.01 = a hundred times faster).
+    wechatpay_sim_keys_dir: str = "var/keys"
+    wechatpay_sim_time_scale: float = Field(default=1.0, gt=0)
+
     @field_validator("hospital_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -207,6 +231,9 @@ class Settings(BaseSettings):
             "sms_api_base": self.sms_api_base,
             "wechat_api_base": self.wechat_api_base,
             "wechat_oauth_authorize_url": self.wechat_oauth_authorize_url,
+            "wechatpay_api_base": self.wechatpay_api_base,
+            "wechatpay_notify_url": self.wechatpay_notify_url,
+            "public_base_url": self.public_base_url,
         }
 
     def check_production(self) -> None:
@@ -229,6 +256,7 @@ class Settings(BaseSettings):
                 name != "secret_key"
                 and isinstance(value, SecretStr)
                 and isinstance(field.default, SecretStr)
+                and field.default.get_secret_value()  # a demo value, not "unset"
                 and value.get_secret_value() == field.default.get_secret_value()
             ):
                 problems.append(f"FRONTDESK_{name.upper()}: still the demo value; set the real one")

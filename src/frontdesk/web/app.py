@@ -85,5 +85,11 @@ def _domain_routers() -> list[Any]:
     from frontdesk.accounts import routes as accounts_routes
     from frontdesk.wechat.oa import callback as wechat_callback
     from frontdesk.wechat.oa import oauth as wechat_oauth
+    from frontdesk.wechat.pay.notify import router as wechatpay_notify_router
 
-    return [wechat_callback.router, wechat_oauth.router, accounts_routes.router]
+    return [
+        wechat_callback.router,
+        wechat_oauth.router,
+        wechatpay_notify_router,
+        accounts_routes.router,
+    ]
