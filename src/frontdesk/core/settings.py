@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     # A production process must never talk to one; check_production() enforces it.
     simulators_enabled: bool = True
 
+    # --- staff console -------------------------------------------------------------------
+    console_session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    console_session_absolute_hours: int = Field(default=12, ge=1, le=7 * 24)
+    console_lockout_attempts: int = Field(default=5, ge=1, le=100)
+    console_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # The name authenticator apps show next to the account.
+    console_totp_issuer: str = Field(default="Frontdesk", min_length=1, max_length=64)
+
     @field_validator("hospital_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:

@@ -73,4 +73,6 @@ def create_app(
 
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
-    return []
+    from frontdesk.console.routes import router as console_router
+
+    return [console_router]
