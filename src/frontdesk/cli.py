@@ -70,12 +70,19 @@ def db_upgrade(
 @staff_app.command("create")
 def staff_create(
     username: Annotated[str, typer.Option(help="Sign-in name: 3-32 of a-z 0-9 . _ -")],
-    role: Annotated[str, typer.Option(
-        help="customer_service, scheduling, cashier, finance, admin or auditor")],
+    role: Annotated[
+        str, typer.Option(help="customer_service, scheduling, cashier, finance, admin or auditor")
+    ],
     display_name: Annotated[str | None, typer.Option(help="Name shown in the console.")] = None,
-    password: Annotated[str, typer.Option(
-        prompt=True, hide_input=True, confirmation_prompt=True,
-        help="Initial password (12+ characters); asked for if not given.")] = "",
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="Initial password (12+ characters); asked for if not given.",
+        ),
+    ] = "",
 ) -> None:
     """Create a staff account and print its TOTP enrolment URI (shown this once only)."""
     from frontdesk.console import service as console
@@ -90,8 +97,14 @@ def staff_create(
         try:
             async with database.session() as session:
                 return await console.create_staff(
-                    session, username=username, display_name=display_name or username,
-                    role=role, password=password, now=clock_now(), actor="cli")
+                    session,
+                    username=username,
+                    display_name=display_name or username,
+                    role=role,
+                    password=password,
+                    now=clock_now(),
+                    actor="cli",
+                )
         finally:
             await database.dispose()
 
@@ -100,24 +113,38 @@ def staff_create(
     except (BadStaffInput, UsernameTaken) as exc:
         typer.echo(f"frontdesk: {exc.code}: {exc.params.get('field')}", err=True)
         raise typer.Exit(2) from None
-    uri = console.totp_uri(secret=created.totp_secret, username=created.staff.username,
-                           issuer=settings.console_totp_issuer)
-    typer.echo(f"staff {created.staff.username} created (id {created.staff.id}, "
-               f"role {created.staff.role})")
+    uri = console.totp_uri(
+        secret=created.totp_secret,
+        username=created.staff.username,
+        issuer=settings.console_totp_issuer,
+    )
+    typer.echo(
+        f"staff {created.staff.username} created (id {created.staff.id}, role {created.staff.role})"
+    )
     typer.echo("Add this to the authenticator app now; it is not shown again:")
     typer.echo(uri)
 
 
 @app.command()
-def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000,
-          workers: Annotated[int, typer.Option(help="Uvicorn worker processes.", min=1)] = 1,
-          ) -> None:
+def serve(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    workers: Annotated[int, typer.Option(help="Uvicorn worker processes.", min=1)] = 1,
+) -> None:
     """Serve the web app: WeChat callback, pay notify, patient pages, API, staff console."""
     import uvicorn
 
     load_settings()  # fail fast, in this process, with a clear message
-    uvicorn.run("frontdesk.web.factory:app_from_env", factory=True, host=host, port=port,
-                workers=workers, proxy_headers=True, log_config=None, access_log=False)
+    uvicorn.run(
+        "frontdesk.web.factory:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=True,
+        log_config=None,
+        access_log=False,
+    )
 
 
 @app.command()

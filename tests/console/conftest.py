@@ -26,11 +26,23 @@ class Staff:
     role: Role
 
 
-async def create_staff(db: AsyncSession, clock: FrozenClock, *, username: str = "alice",
-                       role: Role = Role.admin, password: str = PASSWORD) -> Staff:
-    created = await service.create_staff(db, username=username, display_name=username.title(),
-                                         role=role.value, password=password, now=clock.now(),
-                                         actor="test")
+async def create_staff(
+    db: AsyncSession,
+    clock: FrozenClock,
+    *,
+    username: str = "alice",
+    role: Role = Role.admin,
+    password: str = PASSWORD,
+) -> Staff:
+    created = await service.create_staff(
+        db,
+        username=username,
+        display_name=username.title(),
+        role=role.value,
+        password=password,
+        now=clock.now(),
+        actor="test",
+    )
     return Staff(id=created.staff.id, username=username, secret=created.totp_secret, role=role)
 
 
@@ -40,19 +52,30 @@ def csrf_from(html: str) -> str:
     return match.group(1)
 
 
-async def post_login(client: httpx.AsyncClient, *, username: str, password: str,
-                     code: str) -> httpx.Response:
+async def post_login(
+    client: httpx.AsyncClient, *, username: str, password: str, code: str
+) -> httpx.Response:
     page = await client.get("/console/login")
     assert page.status_code == 200
-    return await client.post("/console/login", data={
-        "username": username, "password": password, "code": code,
-        "csrf_token": csrf_from(page.text)})
+    return await client.post(
+        "/console/login",
+        data={
+            "username": username,
+            "password": password,
+            "code": code,
+            "csrf_token": csrf_from(page.text),
+        },
+    )
 
 
 async def sign_in(client: httpx.AsyncClient, clock: FrozenClock, staff: Staff) -> str:
     """Sign ``staff`` in and return the CSRF token of the new session."""
-    response = await post_login(client, username=staff.username, password=PASSWORD,
-                                code=service.totp_code(staff.secret, clock.now()))
+    response = await post_login(
+        client,
+        username=staff.username,
+        password=PASSWORD,
+        code=service.totp_code(staff.secret, clock.now()),
+    )
     assert response.status_code == 303, response.text
     assert response.headers["location"] == "/console/"
     home = await client.get("/console/")
@@ -68,8 +91,9 @@ async def count_rows(db: AsyncSession, model: type, *where: object) -> int:
 
 
 async def audit_rows(db: AsyncSession, *, action: str) -> list[AuditEntry]:
-    rows = await db.execute(select(AuditEntry).where(AuditEntry.action == action)
-                            .order_by(AuditEntry.id))
+    rows = await db.execute(
+        select(AuditEntry).where(AuditEntry.action == action).order_by(AuditEntry.id)
+    )
     return list(rows.scalars())
 
 
@@ -80,5 +104,6 @@ async def reload_staff(db: AsyncSession, staff_id: int) -> StaffUser:
 
 
 async def live_sessions(db: AsyncSession, staff_id: int) -> int:
-    return await count_rows(db, StaffSession, StaffSession.staff_id == staff_id,
-                            StaffSession.revoked_at.is_(None))
+    return await count_rows(
+        db, StaffSession, StaffSession.staff_id == staff_id, StaffSession.revoked_at.is_(None)
+    )

@@ -28,16 +28,20 @@ from tests.console.conftest import (
 
 
 async def test_password_and_code_open_a_server_side_session(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
 
-    response = await post_login(client, username="alice", password=PASSWORD,
-                                code=service.totp_code(staff.secret, clock.now()))
+    response = await post_login(
+        client,
+        username="alice",
+        password=PASSWORD,
+        code=service.totp_code(staff.secret, clock.now()),
+    )
 
     assert response.status_code == 303
     assert response.headers["location"] == "/console/"
-    set_cookie = [v for v in response.headers.get_list("set-cookie")
-                  if v.startswith(f"{COOKIE}=")]
+    set_cookie = [v for v in response.headers.get_list("set-cookie") if v.startswith(f"{COOKIE}=")]
     assert len(set_cookie) == 1
     attributes = {part.strip().lower() for part in set_cookie[0].split(";")}
     assert {"httponly", "samesite=strict", "path=/console"} <= attributes
@@ -51,18 +55,26 @@ async def test_password_and_code_open_a_server_side_session(
     assert row.expires_at == clock.now() + timedelta(hours=12)
     [signin] = await audit_rows(db, action="staff.signin")
     assert (signin.actor, signin.outcome, signin.record_id) == (
-        f"staff:{staff.id}", "ok", str(staff.id))
+        f"staff:{staff.id}",
+        "ok",
+        str(staff.id),
+    )
     home = await client.get("/console/")
     assert home.status_code == 200
     assert "Alice" in home.text
 
 
 async def test_wrong_password_is_refused_counted_and_audited(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
 
-    response = await post_login(client, username="alice", password="wrong password!!",
-                                code=service.totp_code(staff.secret, clock.now()))
+    response = await post_login(
+        client,
+        username="alice",
+        password="wrong password!!",
+        code=service.totp_code(staff.secret, clock.now()),
+    )
 
     assert response.status_code == 401
     assert "用户名、密码或验证码不正确" in response.text
@@ -76,8 +88,9 @@ async def test_wrong_password_is_refused_counted_and_audited(
     assert (await client.get("/console/")).status_code == 303
 
 
-async def test_wrong_code_is_refused(client: httpx.AsyncClient, db: AsyncSession,
-                                     clock: FrozenClock) -> None:
+async def test_wrong_code_is_refused(
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
     right = service.totp_code(staff.secret, clock.now())
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
@@ -94,7 +107,8 @@ async def test_wrong_code_is_refused(client: httpx.AsyncClient, db: AsyncSession
 
 
 async def test_unknown_user_is_refused_like_a_wrong_password(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     await create_staff(db, clock)
 
     response = await post_login(client, username="mallory", password=PASSWORD, code="123456")
@@ -104,15 +118,20 @@ async def test_unknown_user_is_refused_like_a_wrong_password(
     assert await count_rows(db, StaffSession) == 0
     [denied] = await audit_rows(db, action="staff.signin")
     assert (denied.actor, denied.outcome, denied.detail) == (
-        "anonymous", "denied", {"reason": "unknown_user", "username": "mallory"})
+        "anonymous",
+        "denied",
+        {"reason": "unknown_user", "username": "mallory"},
+    )
 
 
-async def test_a_totp_code_is_accepted_only_once(client: httpx.AsyncClient, db: AsyncSession,
-                                                 clock: FrozenClock) -> None:
+async def test_a_totp_code_is_accepted_only_once(
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
     code = service.totp_code(staff.secret, clock.now())
-    assert (await post_login(client, username="alice", password=PASSWORD,
-                             code=code)).status_code == 303
+    assert (
+        await post_login(client, username="alice", password=PASSWORD, code=code)
+    ).status_code == 303
     step = (await reload_staff(db, staff.id)).totp_last_step
     clock.advance(seconds=5)  # still the same 30-second step
 
@@ -122,17 +141,18 @@ async def test_a_totp_code_is_accepted_only_once(client: httpx.AsyncClient, db: 
     assert await count_rows(db, StaffSession) == 1
     user = await reload_staff(db, staff.id)
     assert (user.totp_last_step, user.failed_attempts) == (step, 1)
-    assert (await audit_rows(db, action="staff.signin"))[-1].detail == {
-        "reason": "replayed_code"}
+    assert (await audit_rows(db, action="staff.signin"))[-1].detail == {"reason": "replayed_code"}
 
 
 async def test_an_older_code_than_the_last_accepted_one_is_a_replay(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
     earlier = service.totp_code(staff.secret, clock.now() - timedelta(seconds=30))
     later = service.totp_code(staff.secret, clock.now() + timedelta(seconds=30))
-    assert (await post_login(client, username="alice", password=PASSWORD,
-                             code=later)).status_code == 303
+    assert (
+        await post_login(client, username="alice", password=PASSWORD, code=later)
+    ).status_code == 303
 
     response = await post_login(client, username="alice", password=PASSWORD, code=earlier)
 
@@ -141,15 +161,16 @@ async def test_an_older_code_than_the_last_accepted_one_is_a_replay(
 
 
 async def test_five_failures_lock_the_account_even_against_the_right_code(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
     for _ in range(4):
-        assert (await post_login(client, username="alice", password="not the password",
-                                 code="000000")).status_code == 401
+        assert (
+            await post_login(client, username="alice", password="not the password", code="000000")
+        ).status_code == 401
     assert (await reload_staff(db, staff.id)).locked_until_at is None
 
-    fifth = await post_login(client, username="alice", password="not the password",
-                             code="000000")
+    fifth = await post_login(client, username="alice", password="not the password", code="000000")
 
     assert fifth.status_code == 401
     user = await reload_staff(db, staff.id)
@@ -159,8 +180,12 @@ async def test_five_failures_lock_the_account_even_against_the_right_code(
     assert (lockout.actor, lockout.outcome) == (f"staff:{staff.id}", "locked")
 
     clock.advance(minutes=14, seconds=59)
-    right = await post_login(client, username="alice", password=PASSWORD,
-                             code=service.totp_code(staff.secret, clock.now()))
+    right = await post_login(
+        client,
+        username="alice",
+        password=PASSWORD,
+        code=service.totp_code(staff.secret, clock.now()),
+    )
 
     assert right.status_code == 401
     assert "账号已临时锁定" in right.text
@@ -171,14 +196,19 @@ async def test_five_failures_lock_the_account_even_against_the_right_code(
 
 
 async def test_the_lock_expires_after_the_set_time(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
     for _ in range(5):
         await post_login(client, username="alice", password="not the password", code="000000")
     clock.advance(minutes=15)
 
-    response = await post_login(client, username="alice", password=PASSWORD,
-                                code=service.totp_code(staff.secret, clock.now()))
+    response = await post_login(
+        client,
+        username="alice",
+        password=PASSWORD,
+        code=service.totp_code(staff.secret, clock.now()),
+    )
 
     assert response.status_code == 303
     user = await reload_staff(db, staff.id)
@@ -187,7 +217,8 @@ async def test_the_lock_expires_after_the_set_time(
 
 
 async def test_a_success_resets_the_failure_count(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
     for _ in range(4):
         await post_login(client, username="alice", password="not the password", code="000000")
@@ -202,7 +233,8 @@ async def test_a_success_resets_the_failure_count(
 
 
 async def test_a_session_ends_after_30_idle_minutes(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
     await sign_in(client, clock, staff)
 
@@ -215,14 +247,16 @@ async def test_a_session_ends_after_30_idle_minutes(
 
     assert expired.status_code == 303
     assert expired.headers["location"] == "/console/login?expired=1"
-    row = (await db.execute(select(StaffSession).execution_options(
-        populate_existing=True))).scalar_one()
+    row = (
+        await db.execute(select(StaffSession).execution_options(populate_existing=True))
+    ).scalar_one()
     assert row.revoked_at == clock.now()
     assert (await client.get("/console/")).status_code == 303
 
 
 async def test_a_session_ends_12_hours_after_sign_in_however_busy(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
     await sign_in(client, clock, staff)
     signed_in_at = clock.now()
@@ -239,7 +273,8 @@ async def test_a_session_ends_12_hours_after_sign_in_however_busy(
 
 
 async def test_a_tampered_session_cookie_finds_nothing(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
     await sign_in(client, clock, staff)
     token = client.cookies.get(COOKIE)
@@ -248,36 +283,50 @@ async def test_a_tampered_session_cookie_finds_nothing(
     seen = row.last_seen_at
     clock.advance(minutes=1)
 
-    for forged in (token[:-1] + ("A" if token[-1] != "A" else "B"), token + "x", "",
-                   row.token_hash, "x" * 500):
+    for forged in (
+        token[:-1] + ("A" if token[-1] != "A" else "B"),
+        token + "x",
+        "",
+        row.token_hash,
+        "x" * 500,
+    ):
         client.cookies.set(COOKIE, forged, path="/console")
         response = await client.get("/console/")
         assert response.status_code == 303
         assert response.headers["location"] == "/console/login"
 
-    row = (await db.execute(select(StaffSession).execution_options(
-        populate_existing=True))).scalar_one()
+    row = (
+        await db.execute(select(StaffSession).execution_options(populate_existing=True))
+    ).scalar_one()
     assert (row.last_seen_at, row.revoked_at) == (seen, None)
 
 
 async def test_signed_out_visitors_are_sent_to_sign_in(client: httpx.AsyncClient) -> None:
-    for path in ("/console/", "/console/audit", "/console/health", "/console/staff",
-                 "/console/audit.csv"):
+    for path in (
+        "/console/",
+        "/console/audit",
+        "/console/health",
+        "/console/staff",
+        "/console/audit.csv",
+    ):
         response = await client.get(path)
         assert response.status_code == 303, path
         assert response.headers["location"] == "/console/login"
 
 
 async def test_sign_in_form_without_its_csrf_token_is_refused_and_counts_nothing(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
     page = await client.get("/console/login")
     token = csrf_from(page.text)
     code = service.totp_code(staff.secret, clock.now())
 
     for given in ("", "forged-token-forged-token-forged", token + "x"):
-        response = await client.post("/console/login", data={
-            "username": "alice", "password": PASSWORD, "code": code, "csrf_token": given})
+        response = await client.post(
+            "/console/login",
+            data={"username": "alice", "password": PASSWORD, "code": code, "csrf_token": given},
+        )
         assert response.status_code == 403
 
     assert await count_rows(db, StaffSession) == 0
@@ -287,12 +336,17 @@ async def test_sign_in_form_without_its_csrf_token_is_refused_and_counts_nothing
 
 
 async def test_state_changes_without_a_valid_csrf_token_are_refused(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     staff = await create_staff(db, clock)
     csrf = await sign_in(client, clock, staff)
     staff_before = await count_rows(db, StaffUser)
-    form = {"username": "bob", "display_name": "Bob", "role": "cashier",
-            "password": "a long enough password"}
+    form = {
+        "username": "bob",
+        "display_name": "Bob",
+        "role": "cashier",
+        "password": "a long enough password",
+    }
 
     missing = await client.post("/console/staff", data=form)
     forged = await client.post("/console/staff", data={**form, "csrf_token": csrf[:-2] + "zz"})
@@ -308,15 +362,15 @@ async def test_state_changes_without_a_valid_csrf_token_are_refused(
         (f"staff:{staff.id}", "denied", "/console/logout"),
     ]
     assert await audit_rows(db, action="staff.create") != []
-    assert [r.detail["username"] for r in await audit_rows(db, action="staff.create")] == [
-        "alice"]
+    assert [r.detail["username"] for r in await audit_rows(db, action="staff.create")] == ["alice"]
     ok = await client.post("/console/staff", data={**form, "csrf_token": csrf})
     assert ok.status_code == 200
     assert await count_rows(db, StaffUser) == staff_before + 1
 
 
 async def test_a_role_reaching_a_page_it_does_not_have_gets_403_and_an_audit_row(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     cashier = await create_staff(db, clock, username="carol", role=Role.cashier)
     await create_staff(db, clock, username="dave", role=Role.finance)
     csrf = await sign_in(client, clock, cashier)
@@ -326,15 +380,23 @@ async def test_a_role_reaching_a_page_it_does_not_have_gets_403_and_an_audit_row
         response = await client.get(path, headers={"accept": "text/html"})
         assert response.status_code == 403, path
         assert "您没有权限进行此操作" in response.text
-    create = await client.post("/console/staff", data={
-        "csrf_token": csrf, "username": "eve", "display_name": "Eve", "role": "admin",
-        "password": "a long enough password"})
+    create = await client.post(
+        "/console/staff",
+        data={
+            "csrf_token": csrf,
+            "username": "eve",
+            "display_name": "Eve",
+            "role": "admin",
+            "password": "a long enough password",
+        },
+    )
     assert create.status_code == 403
 
     assert await count_rows(db, StaffUser) == staff_before
     denials = await audit_rows(db, action="console.access")
-    assert [(d.actor, d.record_id, d.outcome, d.detail["method"], d.detail["role"])
-            for d in denials] == [
+    assert [
+        (d.actor, d.record_id, d.outcome, d.detail["method"], d.detail["role"]) for d in denials
+    ] == [
         (f"staff:{cashier.id}", "/console/audit", "denied", "GET", "cashier"),
         (f"staff:{cashier.id}", "/console/audit.csv", "denied", "GET", "cashier"),
         (f"staff:{cashier.id}", "/console/staff", "denied", "GET", "cashier"),
@@ -349,41 +411,47 @@ async def test_a_role_reaching_a_page_it_does_not_have_gets_403_and_an_audit_row
 
 
 async def test_the_auditor_reads_the_log_but_changes_nothing(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
     auditor = await create_staff(db, clock, username="olga", role=Role.auditor)
     victim = await create_staff(db, clock, username="bob", role=Role.cashier)
     job_id = await outbox.enqueue(db, "test.nothing", dedupe_key="console-auditor")
     assert job_id is not None
-    await db.execute(update(outbox.OutboxJob).where(outbox.OutboxJob.id == job_id)
-                     .values(status=outbox.DEAD, finished_at=clock.now()))
+    await db.execute(
+        update(outbox.OutboxJob)
+        .where(outbox.OutboxJob.id == job_id)
+        .values(status=outbox.DEAD, finished_at=clock.now())
+    )
     csrf = await sign_in(client, clock, auditor)
 
     assert (await client.get("/console/audit")).status_code == 200
     assert (await client.get("/console/audit.csv")).status_code == 200
     refused = [
         await client.post(f"/console/staff/{victim.id}/disable", data={"csrf_token": csrf}),
-        await client.post(f"/console/staff/{victim.id}/reset-totp",
-                          data={"csrf_token": csrf}),
-        await client.post(f"/console/health/outbox/{job_id}/retry",
-                          data={"csrf_token": csrf}),
+        await client.post(f"/console/staff/{victim.id}/reset-totp", data={"csrf_token": csrf}),
+        await client.post(f"/console/health/outbox/{job_id}/retry", data={"csrf_token": csrf}),
         await client.get("/console/health"),
     ]
 
     assert [r.status_code for r in refused] == [403, 403, 403, 403]
     user = await reload_staff(db, victim.id)
     assert (user.disabled_at, user.totp_secret) == (None, victim.secret)
-    status = (await db.execute(select(outbox.OutboxJob.status).where(
-        outbox.OutboxJob.id == job_id))).scalar_one()
+    status = (
+        await db.execute(select(outbox.OutboxJob.status).where(outbox.OutboxJob.id == job_id))
+    ).scalar_one()
     assert status == outbox.DEAD
     assert len(await audit_rows(db, action="console.access")) == 4
 
 
-async def test_sign_out_ends_this_session_only(db: AsyncSession, clock: FrozenClock,
-                                               app: object) -> None:
+async def test_sign_out_ends_this_session_only(
+    db: AsyncSession, clock: FrozenClock, app: object
+) -> None:
     staff = await create_staff(db, clock)
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as office, \
-            httpx.AsyncClient(transport=transport, base_url="http://testserver") as ward:
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as office,
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as ward,
+    ):
         csrf = await sign_in(office, clock, staff)
         clock.advance(seconds=30)
         await sign_in(ward, clock, staff)
@@ -399,14 +467,17 @@ async def test_sign_out_ends_this_session_only(db: AsyncSession, clock: FrozenCl
         assert signout.detail == {"sessions": 1}
 
 
-async def test_sign_out_everywhere_ends_every_session(db: AsyncSession, clock: FrozenClock,
-                                                      app: object) -> None:
+async def test_sign_out_everywhere_ends_every_session(
+    db: AsyncSession, clock: FrozenClock, app: object
+) -> None:
     staff = await create_staff(db, clock)
     other = await create_staff(db, clock, username="bob", role=Role.cashier)
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as office, \
-            httpx.AsyncClient(transport=transport, base_url="http://testserver") as ward, \
-            httpx.AsyncClient(transport=transport, base_url="http://testserver") as bobs:
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as office,
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as ward,
+        httpx.AsyncClient(transport=transport, base_url="http://testserver") as bobs,
+    ):
         csrf = await sign_in(office, clock, staff)
         clock.advance(seconds=30)
         await sign_in(ward, clock, staff)
@@ -424,7 +495,8 @@ async def test_sign_out_everywhere_ends_every_session(db: AsyncSession, clock: F
 
 
 async def test_a_disabled_account_cannot_sign_in_and_loses_its_sessions(
-        client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock, app: object) -> None:
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock, app: object
+) -> None:
     admin = await create_staff(db, clock)
     bob = await create_staff(db, clock, username="bob", role=Role.cashier)
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
@@ -432,14 +504,14 @@ async def test_a_disabled_account_cannot_sign_in_and_loses_its_sessions(
         await sign_in(bobs, clock, bob)
         csrf = await sign_in(client, clock, admin)
 
-        response = await client.post(f"/console/staff/{bob.id}/disable",
-                                     data={"csrf_token": csrf})
+        response = await client.post(f"/console/staff/{bob.id}/disable", data={"csrf_token": csrf})
 
         assert response.status_code == 303
         assert (await bobs.get("/console/")).status_code == 303
         clock.advance(seconds=30)
-        again = await post_login(bobs, username="bob", password=PASSWORD,
-                                 code=service.totp_code(bob.secret, clock.now()))
+        again = await post_login(
+            bobs, username="bob", password=PASSWORD, code=service.totp_code(bob.secret, clock.now())
+        )
         assert again.status_code == 401
         assert await live_sessions(db, bob.id) == 0
         assert (await audit_rows(db, action="staff.signin"))[-1].detail["reason"] == "disabled"

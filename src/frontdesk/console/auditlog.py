@@ -25,8 +25,19 @@ from frontdesk.core.clock import Clock
 
 PAGE_SIZE = 50
 EXPORT_BATCH = 500
-CSV_COLUMNS = ("id", "at", "actor", "action", "record_type", "record_id", "card_id", "ip",
-               "request_id", "outcome", "detail")
+CSV_COLUMNS = (
+    "id",
+    "at",
+    "actor",
+    "action",
+    "record_type",
+    "record_id",
+    "card_id",
+    "ip",
+    "request_id",
+    "outcome",
+    "detail",
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +60,9 @@ class AuditFilters:
         return {key: value for key, value in values.items() if value}
 
 
-def parse_filters(*, actor: str = "", card_id: str = "", action: str = "",
-                  date_from: str = "", date_to: str = "") -> AuditFilters:
+def parse_filters(
+    *, actor: str = "", card_id: str = "", action: str = "", date_from: str = "", date_to: str = ""
+) -> AuditFilters:
     """Validate the viewer's query parameters; a bad one raises ``BadStaffInput``."""
     actor, action, card_id = actor.strip()[:128], action.strip()[:64], card_id.strip()
     card: int | None = None
@@ -62,8 +74,7 @@ def parse_filters(*, actor: str = "", card_id: str = "", action: str = "",
     end = _parse_date(date_to, "date_to")
     if start and end and end < start:
         raise BadStaffInput(field="date_to")
-    return AuditFilters(actor=actor, card_id=card, action=action, date_from=start,
-                        date_to=end)
+    return AuditFilters(actor=actor, card_id=card, action=action, date_from=start, date_to=end)
 
 
 def _parse_date(value: str, field: str) -> date | None:
@@ -76,13 +87,17 @@ def _parse_date(value: str, field: str) -> date | None:
         raise BadStaffInput(field=field) from None
 
 
-async def _filtered(session: AsyncSession, filters: AuditFilters, clock: Clock,
-                    ) -> Select[AuditEntry]:
+async def _filtered(
+    session: AsyncSession,
+    filters: AuditFilters,
+    clock: Clock,
+) -> Select[AuditEntry]:
     stmt = select(AuditEntry)
     if filters.actor:
         staff = await find_staff_by_username(session, filters.actor)
-        stmt = stmt.where(AuditEntry.actor == (
-            staff_actor(staff.id) if staff is not None else filters.actor))
+        stmt = stmt.where(
+            AuditEntry.actor == (staff_actor(staff.id) if staff is not None else filters.actor)
+        )
     if filters.card_id is not None:
         stmt = stmt.where(AuditEntry.card_id == filters.card_id)
     if filters.action.endswith("*"):
@@ -96,24 +111,40 @@ async def _filtered(session: AsyncSession, filters: AuditFilters, clock: Clock,
     return stmt
 
 
-async def search(session: AsyncSession, filters: AuditFilters, *, clock: Clock,
-                 page: int = 1, page_size: int = PAGE_SIZE) -> Page[AuditEntry]:
+async def search(
+    session: AsyncSession,
+    filters: AuditFilters,
+    *,
+    clock: Clock,
+    page: int = 1,
+    page_size: int = PAGE_SIZE,
+) -> Page[AuditEntry]:
     page = max(page, 1)
     stmt = await _filtered(session, filters, clock)
-    rows = list((await session.execute(
-        stmt.order_by(AuditEntry.id.desc()).offset((page - 1) * page_size)
-        .limit(page_size + 1))).scalars())
+    rows = list(
+        (
+            await session.execute(
+                stmt.order_by(AuditEntry.id.desc())
+                .offset((page - 1) * page_size)
+                .limit(page_size + 1)
+            )
+        ).scalars()
+    )
     return Page(items=rows[:page_size], page=page, has_next=len(rows) > page_size)
 
 
 async def staff_names(session: AsyncSession, entries: list[AuditEntry]) -> dict[str, str]:
     """``{"staff:12": "alice"}`` for the staff actors on a page, to show names beside ids."""
-    ids = {int(e.actor.split(":", 1)[1]) for e in entries
-           if e.actor.startswith("staff:") and e.actor.split(":", 1)[1].isdigit()}
+    ids = {
+        int(e.actor.split(":", 1)[1])
+        for e in entries
+        if e.actor.startswith("staff:") and e.actor.split(":", 1)[1].isdigit()
+    }
     if not ids:
         return {}
-    rows = await session.execute(select(StaffUser.id, StaffUser.username)
-                                 .where(StaffUser.id.in_(ids)))
+    rows = await session.execute(
+        select(StaffUser.id, StaffUser.username).where(StaffUser.id.in_(ids))
+    )
     return {staff_actor(staff_id): username for staff_id, username in rows.all()}
 
 
@@ -127,10 +158,22 @@ def _cell(value: object) -> str:
 
 def csv_row(entry: AuditEntry, clock: Clock) -> list[str]:
     local = entry.at.astimezone(clock.tz).isoformat(timespec="seconds")
-    return [_cell(v) for v in (
-        entry.id, local, entry.actor, entry.action, entry.record_type, entry.record_id,
-        entry.card_id, entry.ip, entry.request_id, entry.outcome,
-        json.dumps(entry.detail, ensure_ascii=False, sort_keys=True))]
+    return [
+        _cell(v)
+        for v in (
+            entry.id,
+            local,
+            entry.actor,
+            entry.action,
+            entry.record_type,
+            entry.record_id,
+            entry.card_id,
+            entry.ip,
+            entry.request_id,
+            entry.outcome,
+            json.dumps(entry.detail, ensure_ascii=False, sort_keys=True),
+        )
+    ]
 
 
 async def export_csv(
@@ -156,8 +199,11 @@ async def export_csv(
             stmt = await _filtered(session, filters, clock)
             if last_id is not None:
                 stmt = stmt.where(AuditEntry.id < last_id)
-            batch = list((await session.execute(
-                stmt.order_by(AuditEntry.id.desc()).limit(EXPORT_BATCH))).scalars())
+            batch = list(
+                (
+                    await session.execute(stmt.order_by(AuditEntry.id.desc()).limit(EXPORT_BATCH))
+                ).scalars()
+            )
         if not batch:
             return
         buffer = io.StringIO()

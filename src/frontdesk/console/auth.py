@@ -45,8 +45,12 @@ def policy(settings: Settings) -> Policy:
 
 def cookie_options(settings: Settings) -> dict[str, Any]:
     """HttpOnly, SameSite=Strict, only under /console, Secure in production."""
-    return {"path": COOKIE_PATH, "httponly": True, "samesite": "strict",
-            "secure": settings.env is Environment.production}
+    return {
+        "path": COOKIE_PATH,
+        "httponly": True,
+        "samesite": "strict",
+        "secure": settings.env is Environment.production,
+    }
 
 
 def client_ip(request: Request) -> str | None:
@@ -68,21 +72,27 @@ async def current_principal(request: Request) -> Principal:
     settings: Settings = request.app.state.settings
     async with request.app.state.session_provider() as session:
         found = await service.resolve_session(
-            session, token=request.cookies.get(COOKIE), now=clock_now(),
-            policy=policy(settings))
+            session, token=request.cookies.get(COOKIE), now=clock_now(), policy=policy(settings)
+        )
     if isinstance(found, NoSession):
         raise _sign_in_redirect(found.reason)
     request.state.console_principal = found
     return found
 
 
-async def _record_denial(request: Request, principal: Principal, *, action: str,
-                         reason: str) -> None:
+async def _record_denial(
+    request: Request, principal: Principal, *, action: str, reason: str
+) -> None:
     async with request.app.state.session_provider() as session:
         await audit.record(
-            session, at=clock_now(), actor=principal.actor, action=action,
-            record_type="console_page", record_id=request.url.path[:128],
-            ip=client_ip(request), request_id=getattr(request.state, "request_id", None),
+            session,
+            at=clock_now(),
+            actor=principal.actor,
+            action=action,
+            record_type="console_page",
+            record_id=request.url.path[:128],
+            ip=client_ip(request),
+            request_id=getattr(request.state, "request_id", None),
             outcome="denied",
             detail={"method": request.method, "role": principal.role.value, "reason": reason},
         )
@@ -102,10 +112,8 @@ def require_role(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
         if request.method not in SAFE_METHODS:
             form = await request.form()  # Starlette caches it for the route's Form fields
             given = form.get(CSRF_FIELD)
-            if not isinstance(given, str) or not service.csrf_matches(
-                    principal.csrf_token, given):
-                await _record_denial(request, principal, action="console.csrf",
-                                     reason="csrf")
+            if not isinstance(given, str) or not service.csrf_matches(principal.csrf_token, given):
+                await _record_denial(request, principal, action="console.csrf", reason="csrf")
                 raise CsrfRejected()
         return principal
 

@@ -48,16 +48,29 @@ FAILED = "console.dashboard.failed"
 EMPTY = "—"
 
 TILES: tuple[TileSpec, ...] = (
-    TileSpec("bookings_today", "console.dashboard.bookings_today",
-             frozenset({Role.scheduling, Role.customer_service, Role.admin})),
-    TileSpec("payments_today", "console.dashboard.payments_today",
-             frozenset({Role.cashier, Role.finance, Role.admin})),
-    TileSpec("refunds_today", "console.dashboard.refunds_today",
-             frozenset({Role.cashier, Role.finance, Role.admin})),
-    TileSpec("messages_waiting", "console.dashboard.messages_waiting",
-             frozenset({Role.customer_service, Role.admin})),
-    TileSpec("reconciliation", "console.dashboard.reconciliation",
-             frozenset({Role.finance, Role.admin})),
+    TileSpec(
+        "bookings_today",
+        "console.dashboard.bookings_today",
+        frozenset({Role.scheduling, Role.customer_service, Role.admin}),
+    ),
+    TileSpec(
+        "payments_today",
+        "console.dashboard.payments_today",
+        frozenset({Role.cashier, Role.finance, Role.admin}),
+    ),
+    TileSpec(
+        "refunds_today",
+        "console.dashboard.refunds_today",
+        frozenset({Role.cashier, Role.finance, Role.admin}),
+    ),
+    TileSpec(
+        "messages_waiting",
+        "console.dashboard.messages_waiting",
+        frozenset({Role.customer_service, Role.admin}),
+    ),
+    TileSpec(
+        "reconciliation", "console.dashboard.reconciliation", frozenset({Role.finance, Role.admin})
+    ),
 )
 
 _providers: dict[str, TileProvider] = {}

@@ -57,8 +57,12 @@ EXPECTED: tuple[tuple[str, str], ...] = (
 _providers: dict[str, tuple[str, PanelProvider]] = {}
 
 
-def register_health_panel(key: str, provider: PanelProvider, *, title_key: str | None = None,
-                          ) -> None:
+def register_health_panel(
+    key: str,
+    provider: PanelProvider,
+    *,
+    title_key: str | None = None,
+) -> None:
     """Contribute the panel ``key`` ("his", "wechat", "pay" or a new one); last one wins."""
     expected = dict(EXPECTED)
     _providers[key] = (title_key or expected.get(key) or key, provider)

@@ -22,11 +22,14 @@ class NavItem:
 _items: dict[str, NavItem] = {}
 
 
-def register_nav_item(href: str, title_key: str, roles: set[Role] | frozenset[Role], *,
-                      order: int = 100) -> None:
+def register_nav_item(
+    href: str, title_key: str, roles: set[Role] | frozenset[Role], *, order: int = 100
+) -> None:
     _items[href] = NavItem(href=href, title_key=title_key, roles=frozenset(roles), order=order)
 
 
 def items_for(role: Role) -> list[NavItem]:
-    return sorted((item for item in _items.values() if role in item.roles),
-                  key=lambda item: (item.order, item.href))
+    return sorted(
+        (item for item in _items.values() if role in item.roles),
+        key=lambda item: (item.order, item.href),
+    )

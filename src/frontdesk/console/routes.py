@@ -60,8 +60,14 @@ register_nav_item("/console/health", "console.nav.health", {Role.admin}, order=9
 register_nav_item("/console/staff", "console.nav.staff", {Role.admin}, order=920)
 
 
-def render(request: Request, name: str, context: dict[str, Any], *,
-           principal: Principal | None = None, status: int = 200) -> Response:
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any],
+    *,
+    principal: Principal | None = None,
+    status: int = 200,
+) -> Response:
     locale = request_locale(request)
     clock = get_clock()
 
@@ -79,8 +85,7 @@ def render(request: Request, name: str, context: dict[str, Any], *,
         "now": clock_now(),
         "localtime": lambda value: auditlog.local_time(value, clock),
     }
-    response = templates.TemplateResponse(request, name, {**base, **context},
-                                          status_code=status)
+    response = templates.TemplateResponse(request, name, {**base, **context}, status_code=status)
     # Staff pages show personal data and one-time secrets: never keep them in a cache.
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -100,8 +105,9 @@ async def static_file(name: str) -> Response:
     if entry is None:
         return Response(status_code=404)
     media_type, path = entry
-    return FileResponse(path, media_type=media_type,
-                        headers={"Cache-Control": "public, max-age=3600"})
+    return FileResponse(
+        path, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"}
+    )
 
 
 @router.get("/lang/{code}")
@@ -124,10 +130,16 @@ def _login_response(request: Request, *, error: str | None, status: int) -> Resp
     token = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
     if not _TOKEN_RE.match(token):
         token = secrets.token_urlsafe(32)
-    response = render(request, "login.html", {
-        "login_csrf": token, "error": error,
-        "expired": request.query_params.get("expired") == "1",
-    }, status=status)
+    response = render(
+        request,
+        "login.html",
+        {
+            "login_csrf": token,
+            "error": error,
+            "expired": request.query_params.get("expired") == "1",
+        },
+        status=status,
+    )
     response.set_cookie(LOGIN_CSRF_COOKIE, token, **cookie_options(_settings(request)))
     return response
 
@@ -146,9 +158,15 @@ async def login(
     if not service.csrf_matches(request.cookies.get(LOGIN_CSRF_COOKIE) or "", csrf_token):
         raise CsrfRejected()
     result = await service.sign_in(
-        session, username=username.strip(), password=password, code=code, now=clock_now(),
-        policy=policy(_settings(request)), ip=client_ip(request),
-        user_agent=request.headers.get("user-agent"))
+        session,
+        username=username.strip(),
+        password=password,
+        code=code,
+        now=clock_now(),
+        policy=policy(_settings(request)),
+        ip=client_ip(request),
+        user_agent=request.headers.get("user-agent"),
+    )
     if isinstance(result, service.Refused):
         key = "console.login.locked" if result.reason == "locked" else "console.login.failed"
         return _login_response(request, error=key, status=401)
@@ -160,15 +178,15 @@ async def login(
 
 @router.post("/logout")
 async def logout(principal: AnyStaff, request: Request, session: SessionDep) -> Response:
-    await service.sign_out(session, principal=principal, now=clock_now(),
-                           ip=client_ip(request))
+    await service.sign_out(session, principal=principal, now=clock_now(), ip=client_ip(request))
     return _signed_out()
 
 
 @router.post("/logout-all")
 async def logout_all(principal: AnyStaff, request: Request, session: SessionDep) -> Response:
-    await service.sign_out(session, principal=principal, now=clock_now(), everywhere=True,
-                           ip=client_ip(request))
+    await service.sign_out(
+        session, principal=principal, now=clock_now(), everywhere=True, ip=client_ip(request)
+    )
     return _signed_out()
 
 
@@ -182,12 +200,16 @@ def _signed_out() -> Response:
 
 
 @router.get("/")
-async def dashboard_page(principal: AnyStaff, request: Request, session: SessionDep,
-                         container: ContainerDep) -> Response:
+async def dashboard_page(
+    principal: AnyStaff, request: Request, session: SessionDep, container: ContainerDep
+) -> Response:
     tiles = await dashboard.collect(session, container, principal.role)
-    return render(request, "dashboard.html", {"tiles": tiles,
-                                              "today": get_clock().today().isoformat()},
-                  principal=principal)
+    return render(
+        request,
+        "dashboard.html",
+        {"tiles": tiles, "today": get_clock().today().isoformat()},
+        principal=principal,
+    )
 
 
 # --------------------------------------------------------------------------- staff admin
@@ -204,17 +226,37 @@ async def staff_page(
     return await _staff_list(request, session, principal, q=q, page=page)
 
 
-async def _staff_list(request: Request, session: Any, principal: Principal, *, q: str = "",
-                      page: int = 1, error: str | None = None, field: str | None = None,
-                      status: int = 200, form: dict[str, str] | None = None) -> Response:
+async def _staff_list(
+    request: Request,
+    session: Any,
+    principal: Principal,
+    *,
+    q: str = "",
+    page: int = 1,
+    error: str | None = None,
+    field: str | None = None,
+    status: int = 200,
+    form: dict[str, str] | None = None,
+) -> Response:
     found = await service.list_staff(session, search=q, page=page)
-    return render(request, "staff.html", {
-        "result": found, "q": q, "roles": list(Role), "error": error, "field": field,
-        "form": form or {},
-        "prev_url": _with_page("/console/staff", {"q": q}, page - 1) if page > 1 else None,
-        "next_url": _with_page("/console/staff", {"q": q}, page + 1)
-        if found.has_next else None,
-    }, principal=principal, status=status)
+    return render(
+        request,
+        "staff.html",
+        {
+            "result": found,
+            "q": q,
+            "roles": list(Role),
+            "error": error,
+            "field": field,
+            "form": form or {},
+            "prev_url": _with_page("/console/staff", {"q": q}, page - 1) if page > 1 else None,
+            "next_url": _with_page("/console/staff", {"q": q}, page + 1)
+            if found.has_next
+            else None,
+        },
+        principal=principal,
+        status=status,
+    )
 
 
 def _with_page(path: str, params: dict[str, str], page: int) -> str:
@@ -235,53 +277,92 @@ async def create_staff(
 ) -> Response:
     try:
         created = await service.create_staff(
-            session, username=username.strip(), display_name=display_name, role=role,
-            password=password, now=clock_now(), actor=principal.actor, ip=client_ip(request))
+            session,
+            username=username.strip(),
+            display_name=display_name,
+            role=role,
+            password=password,
+            now=clock_now(),
+            actor=principal.actor,
+            ip=client_ip(request),
+        )
     except (BadStaffInput, UsernameTaken) as exc:
         return await _staff_list(
-            request, session, principal, error=exc.code, field=exc.params.get("field"),
+            request,
+            session,
+            principal,
+            error=exc.code,
+            field=exc.params.get("field"),
             status=exc.status,
-            form={"username": username, "display_name": display_name, "role": role})
+            form={"username": username, "display_name": display_name, "role": role},
+        )
     return _enrolment(request, principal, created)
 
 
 def _enrolment(request: Request, principal: Principal, created: service.NewStaff) -> Response:
-    uri = service.totp_uri(secret=created.totp_secret, username=created.staff.username,
-                           issuer=_settings(request).console_totp_issuer)
+    uri = service.totp_uri(
+        secret=created.totp_secret,
+        username=created.staff.username,
+        issuer=_settings(request).console_totp_issuer,
+    )
     # segno draws the QR code as SVG paths with fill/stroke attributes (no style attributes,
     # so the CSP holds); it is our own markup, safe to embed.
-    svg = segno.make(uri, error="m").svg_inline(scale=5, svgclass="qr", lineclass=None,
-                                                title="TOTP")
-    return render(request, "enrol.html", {
-        "staff": created.staff, "qr_svg": Markup(svg),  # noqa: S704 - generated by segno
-        "uri": uri, "secret": created.totp_secret,
-    }, principal=principal)
+    svg = segno.make(uri, error="m").svg_inline(
+        scale=5, svgclass="qr", lineclass=None, title="TOTP"
+    )
+    return render(
+        request,
+        "enrol.html",
+        {
+            "staff": created.staff,
+            "qr_svg": Markup(svg),  # noqa: S704 - generated by segno
+            "uri": uri,
+            "secret": created.totp_secret,
+        },
+        principal=principal,
+    )
 
 
 @router.post("/staff/{staff_id}/disable")
-async def disable_staff(principal: Admin, request: Request, session: SessionDep,
-                        staff_id: int) -> Response:
+async def disable_staff(
+    principal: Admin, request: Request, session: SessionDep, staff_id: int
+) -> Response:
     if staff_id == principal.staff_id:
         # An admin locking themselves out could leave the hospital with no admin at all.
         raise BadStaffInput(field="staff_id")
-    await service.set_disabled(session, staff_id=staff_id, disabled=True, now=clock_now(),
-                               actor=principal.actor, ip=client_ip(request))
+    await service.set_disabled(
+        session,
+        staff_id=staff_id,
+        disabled=True,
+        now=clock_now(),
+        actor=principal.actor,
+        ip=client_ip(request),
+    )
     return RedirectResponse("/console/staff", status_code=303)
 
 
 @router.post("/staff/{staff_id}/enable")
-async def enable_staff(principal: Admin, request: Request, session: SessionDep,
-                       staff_id: int) -> Response:
-    await service.set_disabled(session, staff_id=staff_id, disabled=False, now=clock_now(),
-                               actor=principal.actor, ip=client_ip(request))
+async def enable_staff(
+    principal: Admin, request: Request, session: SessionDep, staff_id: int
+) -> Response:
+    await service.set_disabled(
+        session,
+        staff_id=staff_id,
+        disabled=False,
+        now=clock_now(),
+        actor=principal.actor,
+        ip=client_ip(request),
+    )
     return RedirectResponse("/console/staff", status_code=303)
 
 
 @router.post("/staff/{staff_id}/reset-totp")
-async def reset_staff_totp(principal: Admin, request: Request, session: SessionDep,
-                           staff_id: int) -> Response:
-    created = await service.reset_totp(session, staff_id=staff_id, now=clock_now(),
-                                       actor=principal.actor, ip=client_ip(request))
+async def reset_staff_totp(
+    principal: Admin, request: Request, session: SessionDep, staff_id: int
+) -> Response:
+    created = await service.reset_totp(
+        session, staff_id=staff_id, now=clock_now(), actor=principal.actor, ip=client_ip(request)
+    )
     return _enrolment(request, principal, created)
 
 
@@ -303,19 +384,25 @@ async def audit_page(
     date_to: AuditQuery = "",
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
 ) -> Response:
-    filters = auditlog.parse_filters(actor=actor, card_id=card_id, action=action,
-                                     date_from=date_from, date_to=date_to)
+    filters = auditlog.parse_filters(
+        actor=actor, card_id=card_id, action=action, date_from=date_from, date_to=date_to
+    )
     clock = get_clock()
     found = await auditlog.search(session, filters, clock=clock, page=page)
     params = filters.as_query()
-    return render(request, "audit.html", {
-        "filters": filters, "result": found,
-        "names": await auditlog.staff_names(session, found.items),
-        "export_url": "/console/audit.csv" + (f"?{urlencode(params)}" if params else ""),
-        "prev_url": _with_page("/console/audit", params, page - 1) if page > 1 else None,
-        "next_url": _with_page("/console/audit", params, page + 1)
-        if found.has_next else None,
-    }, principal=principal)
+    return render(
+        request,
+        "audit.html",
+        {
+            "filters": filters,
+            "result": found,
+            "names": await auditlog.staff_names(session, found.items),
+            "export_url": "/console/audit.csv" + (f"?{urlencode(params)}" if params else ""),
+            "prev_url": _with_page("/console/audit", params, page - 1) if page > 1 else None,
+            "next_url": _with_page("/console/audit", params, page + 1) if found.has_next else None,
+        },
+        principal=principal,
+    )
 
 
 @router.get("/audit.csv")
@@ -328,24 +415,33 @@ async def audit_export(
     date_from: AuditQuery = "",
     date_to: AuditQuery = "",
 ) -> Response:
-    filters = auditlog.parse_filters(actor=actor, card_id=card_id, action=action,
-                                     date_from=date_from, date_to=date_to)
+    filters = auditlog.parse_filters(
+        actor=actor, card_id=card_id, action=action, date_from=date_from, date_to=date_to
+    )
     clock = get_clock()
     provider = request.app.state.session_provider
     # The export is recorded (and committed) before the first byte goes out; the rows are
     # then read in short transactions of their own while the response streams.
     async with provider() as session:
-        await audit.record(session, at=clock_now(), actor=principal.actor,
-                           action="audit.export", record_type="audit_log", record_id="csv",
-                           ip=client_ip(request),
-                           request_id=getattr(request.state, "request_id", None),
-                           detail={"filters": filters.as_query()})
+        await audit.record(
+            session,
+            at=clock_now(),
+            actor=principal.actor,
+            action="audit.export",
+            record_type="audit_log",
+            record_id="csv",
+            ip=client_ip(request),
+            request_id=getattr(request.state, "request_id", None),
+            detail={"filters": filters.as_query()},
+        )
     stamp = clock.local_now().strftime("%Y%m%d-%H%M%S")
     return StreamingResponse(
         auditlog.export_csv(provider, filters, clock=clock),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.csv"',
-                 "Cache-Control": "no-store"},
+        headers={
+            "Content-Disposition": f'attachment; filename="audit-{stamp}.csv"',
+            "Cache-Control": "no-store",
+        },
     )
 
 
@@ -353,21 +449,34 @@ async def audit_export(
 
 
 @router.get("/health")
-async def health_page(principal: Admin, request: Request, session: SessionDep,
-                      container: ContainerDep) -> Response:
+async def health_page(
+    principal: Admin, request: Request, session: SessionDep, container: ContainerDep
+) -> Response:
     counts = await outbox.counts_by_status(session)
     dead = await outbox.dead_letters(session, limit=50)
     panels = await health.collect(session, container)
-    return render(request, "health.html", {"counts": counts, "dead": dead, "panels": panels},
-                  principal=principal)
+    return render(
+        request,
+        "health.html",
+        {"counts": counts, "dead": dead, "panels": panels},
+        principal=principal,
+    )
 
 
 @router.post("/health/outbox/{job_id}/retry")
-async def retry_dead_letter(principal: Admin, request: Request, session: SessionDep,
-                            job_id: int) -> Response:
+async def retry_dead_letter(
+    principal: Admin, request: Request, session: SessionDep, job_id: int
+) -> Response:
     if not await outbox.retry_dead(session, job_id):
         raise NotDeadLetter(job_id=job_id)
-    await audit.record(session, at=clock_now(), actor=principal.actor, action="outbox.retry",
-                       record_type="outbox_job", record_id=job_id, ip=client_ip(request),
-                       request_id=getattr(request.state, "request_id", None))
+    await audit.record(
+        session,
+        at=clock_now(),
+        actor=principal.actor,
+        action="outbox.retry",
+        record_type="outbox_job",
+        record_id=job_id,
+        ip=client_ip(request),
+        request_id=getattr(request.state, "request_id", None),
+    )
     return RedirectResponse("/console/health", status_code=303)

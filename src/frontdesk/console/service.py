@@ -81,8 +81,9 @@ def new_totp_secret() -> str:
 
 def totp_uri(*, secret: str, username: str, issuer: str) -> str:
     """The ``otpauth://`` URI authenticator apps read (from a QR code or typed in)."""
-    return str(pyotp.TOTP(secret, interval=TOTP_PERIOD).provisioning_uri(
-        name=username, issuer_name=issuer))
+    return str(
+        pyotp.TOTP(secret, interval=TOTP_PERIOD).provisioning_uri(name=username, issuer_name=issuer)
+    )
 
 
 def totp_code(secret: str, at: datetime) -> str:
@@ -159,8 +160,12 @@ async def create_staff(
     _check_password(password)
     secret = new_totp_secret()
     staff = StaffUser(
-        username=username, display_name=name, role=checked_role.value,
-        password_hash=hash_password(password), totp_secret=secret, failed_attempts=0,
+        username=username,
+        display_name=name,
+        role=checked_role.value,
+        password_hash=hash_password(password),
+        totp_secret=secret,
+        failed_attempts=0,
         created_at=now,
     )
     try:
@@ -169,9 +174,16 @@ async def create_staff(
             await session.flush()
     except IntegrityError:
         raise UsernameTaken(field="username") from None
-    await audit.record(session, at=now, actor=actor, action="staff.create",
-                       record_type="staff", record_id=staff.id, ip=ip,
-                       detail={"username": username, "role": checked_role.value})
+    await audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="staff.create",
+        record_type="staff",
+        record_id=staff.id,
+        ip=ip,
+        detail={"username": username, "role": checked_role.value},
+    )
     return NewStaff(staff=staff, totp_secret=secret)
 
 
@@ -182,38 +194,60 @@ async def get_staff(session: AsyncSession, staff_id: int) -> StaffUser:
     return staff
 
 
-async def set_disabled(session: AsyncSession, *, staff_id: int, disabled: bool,
-                       now: datetime, actor: str, ip: str | None = None) -> StaffUser:
+async def set_disabled(
+    session: AsyncSession,
+    *,
+    staff_id: int,
+    disabled: bool,
+    now: datetime,
+    actor: str,
+    ip: str | None = None,
+) -> StaffUser:
     """Disable (ending every session at once) or re-enable an account."""
     staff = await get_staff(session, staff_id)
     await session.execute(
-        update(StaffUser).where(StaffUser.id == staff_id)
-        .values(disabled_at=now if disabled else None, failed_attempts=0,
-                locked_until_at=None)
+        update(StaffUser)
+        .where(StaffUser.id == staff_id)
+        .values(disabled_at=now if disabled else None, failed_attempts=0, locked_until_at=None)
         .execution_options(synchronize_session=False)
     )
     if disabled:
         await _revoke_all(session, staff_id=staff_id, now=now)
-    await audit.record(session, at=now, actor=actor,
-                       action="staff.disable" if disabled else "staff.enable",
-                       record_type="staff", record_id=staff_id, ip=ip)
+    await audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="staff.disable" if disabled else "staff.enable",
+        record_type="staff",
+        record_id=staff_id,
+        ip=ip,
+    )
     await session.refresh(staff)
     return staff
 
 
-async def reset_totp(session: AsyncSession, *, staff_id: int, now: datetime, actor: str,
-                     ip: str | None = None) -> NewStaff:
+async def reset_totp(
+    session: AsyncSession, *, staff_id: int, now: datetime, actor: str, ip: str | None = None
+) -> NewStaff:
     """A new TOTP secret (lost phone): the old codes stop working and every session ends."""
     staff = await get_staff(session, staff_id)
     secret = new_totp_secret()
     await session.execute(
-        update(StaffUser).where(StaffUser.id == staff_id)
+        update(StaffUser)
+        .where(StaffUser.id == staff_id)
         .values(totp_secret=secret, totp_last_step=None)
         .execution_options(synchronize_session=False)
     )
     await _revoke_all(session, staff_id=staff_id, now=now)
-    await audit.record(session, at=now, actor=actor, action="staff.totp_reset",
-                       record_type="staff", record_id=staff_id, ip=ip)
+    await audit.record(
+        session,
+        at=now,
+        actor=actor,
+        action="staff.totp_reset",
+        record_type="staff",
+        record_id=staff_id,
+        ip=ip,
+    )
     await session.refresh(staff)
     return NewStaff(staff=staff, totp_secret=secret)
 
@@ -225,26 +259,35 @@ class Page(Generic[T]):
     has_next: bool
 
 
-async def list_staff(session: AsyncSession, *, search: str = "", page: int = 1,
-                     page_size: int = 50) -> Page[StaffUser]:
+async def list_staff(
+    session: AsyncSession, *, search: str = "", page: int = 1, page_size: int = 50
+) -> Page[StaffUser]:
     stmt = select(StaffUser)
     needle = search.strip().lower()
     if needle:
-        stmt = stmt.where(or_(
-            func.lower(StaffUser.username).contains(needle, autoescape=True),
-            func.lower(StaffUser.display_name).contains(needle, autoescape=True),
-        ))
+        stmt = stmt.where(
+            or_(
+                func.lower(StaffUser.username).contains(needle, autoescape=True),
+                func.lower(StaffUser.display_name).contains(needle, autoescape=True),
+            )
+        )
     page = max(page, 1)
-    rows = list((await session.execute(
-        stmt.order_by(StaffUser.username).offset((page - 1) * page_size).limit(page_size + 1)
-    )).scalars())
+    rows = list(
+        (
+            await session.execute(
+                stmt.order_by(StaffUser.username)
+                .offset((page - 1) * page_size)
+                .limit(page_size + 1)
+            )
+        ).scalars()
+    )
     return Page(items=rows[:page_size], page=page, has_next=len(rows) > page_size)
 
 
 async def find_staff_by_username(session: AsyncSession, username: str) -> StaffUser | None:
-    return (await session.execute(
-        select(StaffUser).where(StaffUser.username == username)
-    )).scalar_one_or_none()
+    return (
+        await session.execute(select(StaffUser).where(StaffUser.username == username))
+    ).scalar_one_or_none()
 
 
 # --------------------------------------------------------------------------- sign-in
@@ -291,17 +334,32 @@ async def sign_in(
     if staff is None or staff.disabled_at is not None:
         verify_password(_dummy_hash(), password)
         await audit.record(
-            session, at=now,
+            session,
+            at=now,
             actor="anonymous" if staff is None else staff_actor(staff.id),
-            action="staff.signin", record_type="staff",
-            record_id="unknown" if staff is None else staff.id, ip=ip, outcome="denied",
-            detail={"reason": "unknown_user" if staff is None else "disabled",
-                    "username": username[:64]})
+            action="staff.signin",
+            record_type="staff",
+            record_id="unknown" if staff is None else staff.id,
+            ip=ip,
+            outcome="denied",
+            detail={
+                "reason": "unknown_user" if staff is None else "disabled",
+                "username": username[:64],
+            },
+        )
         return Refused("bad_credentials")
     if staff.locked_until_at is not None and staff.locked_until_at > now:
-        await audit.record(session, at=now, actor=staff_actor(staff.id), action="staff.signin",
-                           record_type="staff", record_id=staff.id, ip=ip, outcome="locked",
-                           detail={"locked_until": staff.locked_until_at.isoformat()})
+        await audit.record(
+            session,
+            at=now,
+            actor=staff_actor(staff.id),
+            action="staff.signin",
+            record_type="staff",
+            record_id=staff.id,
+            ip=ip,
+            outcome="locked",
+            detail={"locked_until": staff.locked_until_at.isoformat()},
+        )
         return Refused("locked")
 
     reason: str | None = None
@@ -314,63 +372,106 @@ async def sign_in(
         else:
             accepted = await session.execute(
                 update(StaffUser)
-                .where(StaffUser.id == staff.id,
-                       or_(StaffUser.totp_last_step.is_(None), StaffUser.totp_last_step < step),
-                       or_(StaffUser.locked_until_at.is_(None),
-                           StaffUser.locked_until_at <= now))
-                .values(totp_last_step=step, failed_attempts=0, locked_until_at=None,
-                        last_signin_at=now)
+                .where(
+                    StaffUser.id == staff.id,
+                    or_(StaffUser.totp_last_step.is_(None), StaffUser.totp_last_step < step),
+                    or_(StaffUser.locked_until_at.is_(None), StaffUser.locked_until_at <= now),
+                )
+                .values(
+                    totp_last_step=step, failed_attempts=0, locked_until_at=None, last_signin_at=now
+                )
                 .execution_options(synchronize_session=False)
             )
             if accepted.rowcount != 1:  # type: ignore[attr-defined]
                 reason = "replayed_code"
     if reason is None:
-        token = await _open_session(session, staff_id=staff.id, now=now, policy=policy, ip=ip,
-                                    user_agent=user_agent)
-        await audit.record(session, at=now, actor=staff_actor(staff.id), action="staff.signin",
-                           record_type="staff", record_id=staff.id, ip=ip)
+        token = await _open_session(
+            session, staff_id=staff.id, now=now, policy=policy, ip=ip, user_agent=user_agent
+        )
+        await audit.record(
+            session,
+            at=now,
+            actor=staff_actor(staff.id),
+            action="staff.signin",
+            record_type="staff",
+            record_id=staff.id,
+            ip=ip,
+        )
         if _hasher.check_needs_rehash(staff.password_hash):
             await session.execute(
-                update(StaffUser).where(StaffUser.id == staff.id)
+                update(StaffUser)
+                .where(StaffUser.id == staff.id)
                 .values(password_hash=hash_password(password))
-                .execution_options(synchronize_session=False))
+                .execution_options(synchronize_session=False)
+            )
         return SignedIn(staff_id=staff.id, token=token)
 
     await _count_failure(session, staff_id=staff.id, now=now, policy=policy, ip=ip)
-    await audit.record(session, at=now, actor=staff_actor(staff.id), action="staff.signin",
-                       record_type="staff", record_id=staff.id, ip=ip, outcome="denied",
-                       detail={"reason": reason})
+    await audit.record(
+        session,
+        at=now,
+        actor=staff_actor(staff.id),
+        action="staff.signin",
+        record_type="staff",
+        record_id=staff.id,
+        ip=ip,
+        outcome="denied",
+        detail={"reason": reason},
+    )
     return Refused("bad_credentials")
 
 
-async def _count_failure(session: AsyncSession, *, staff_id: int, now: datetime,
-                         policy: Policy, ip: str | None) -> None:
+async def _count_failure(
+    session: AsyncSession, *, staff_id: int, now: datetime, policy: Policy, ip: str | None
+) -> None:
     await session.execute(
-        update(StaffUser).where(StaffUser.id == staff_id)
+        update(StaffUser)
+        .where(StaffUser.id == staff_id)
         .values(failed_attempts=StaffUser.failed_attempts + 1)
         .execution_options(synchronize_session=False)
     )
     locked = await session.execute(
         update(StaffUser)
-        .where(StaffUser.id == staff_id,
-               StaffUser.failed_attempts >= policy.lockout_attempts)
+        .where(StaffUser.id == staff_id, StaffUser.failed_attempts >= policy.lockout_attempts)
         .values(failed_attempts=0, locked_until_at=now + policy.lockout)
         .execution_options(synchronize_session=False)
     )
     if locked.rowcount == 1:  # type: ignore[attr-defined]
-        await audit.record(session, at=now, actor=staff_actor(staff_id), action="staff.lockout",
-                           record_type="staff", record_id=staff_id, ip=ip, outcome="locked",
-                           detail={"minutes": int(policy.lockout.total_seconds() // 60)})
+        await audit.record(
+            session,
+            at=now,
+            actor=staff_actor(staff_id),
+            action="staff.lockout",
+            record_type="staff",
+            record_id=staff_id,
+            ip=ip,
+            outcome="locked",
+            detail={"minutes": int(policy.lockout.total_seconds() // 60)},
+        )
 
 
-async def _open_session(session: AsyncSession, *, staff_id: int, now: datetime,
-                        policy: Policy, ip: str | None, user_agent: str | None) -> str:
+async def _open_session(
+    session: AsyncSession,
+    *,
+    staff_id: int,
+    now: datetime,
+    policy: Policy,
+    ip: str | None,
+    user_agent: str | None,
+) -> str:
     token = secrets.token_urlsafe(32)
-    session.add(StaffSession(
-        token_hash=hash_token(token), staff_id=staff_id, csrf_token=secrets.token_urlsafe(32),
-        created_at=now, last_seen_at=now, expires_at=now + policy.absolute,
-        ip=ip, user_agent=(user_agent or "")[:256] or None,
-    ))
+    session.add(
+        StaffSession(
+            token_hash=hash_token(token),
+            staff_id=staff_id,
+            csrf_token=secrets.token_urlsafe(32),
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + policy.absolute,
+            ip=ip,
+            user_agent=(user_agent or "")[:256] or None,
+        )
+    )
     await session.flush()
     return token
 
@@ -399,19 +500,22 @@ class NoSession:
     reason: str  # "missing" | "unknown" | "expired"
 
 
-async def resolve_session(session: AsyncSession, *, token: str | None, now: datetime,
-                          policy: Policy) -> Principal | NoSession:
+async def resolve_session(
+    session: AsyncSession, *, token: str | None, now: datetime, policy: Policy
+) -> Principal | NoSession:
     """The staff member behind a cookie token, touching the session's idle timer.
 
     An unknown, revoked or tampered token finds nothing; an expired one is revoked now.
     """
     if not token or len(token) > 128:
         return NoSession("missing")
-    row = (await session.execute(
-        select(StaffSession, StaffUser)
-        .join(StaffUser, StaffUser.id == StaffSession.staff_id)
-        .where(StaffSession.token_hash == hash_token(token))
-    )).one_or_none()
+    row = (
+        await session.execute(
+            select(StaffSession, StaffUser)
+            .join(StaffUser, StaffUser.id == StaffSession.staff_id)
+            .where(StaffSession.token_hash == hash_token(token))
+        )
+    ).one_or_none()
     if row is None:
         return NoSession("unknown")
     staff_session, staff = row
@@ -419,41 +523,67 @@ async def resolve_session(session: AsyncSession, *, token: str | None, now: date
         return NoSession("unknown")
     if now >= staff_session.expires_at or now - staff_session.last_seen_at >= policy.idle:
         await session.execute(
-            update(StaffSession).where(StaffSession.id == staff_session.id,
-                                       StaffSession.revoked_at.is_(None))
-            .values(revoked_at=now).execution_options(synchronize_session=False))
+            update(StaffSession)
+            .where(StaffSession.id == staff_session.id, StaffSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
         return NoSession("expired")
     await session.execute(
-        update(StaffSession).where(StaffSession.id == staff_session.id)
-        .values(last_seen_at=now).execution_options(synchronize_session=False))
-    return Principal(staff_id=staff.id, username=staff.username,
-                     display_name=staff.display_name, role=Role(staff.role),
-                     session_id=staff_session.id, csrf_token=staff_session.csrf_token)
+        update(StaffSession)
+        .where(StaffSession.id == staff_session.id)
+        .values(last_seen_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return Principal(
+        staff_id=staff.id,
+        username=staff.username,
+        display_name=staff.display_name,
+        role=Role(staff.role),
+        session_id=staff_session.id,
+        csrf_token=staff_session.csrf_token,
+    )
 
 
-async def sign_out(session: AsyncSession, *, principal: Principal, now: datetime,
-                   everywhere: bool = False, ip: str | None = None) -> int:
+async def sign_out(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    now: datetime,
+    everywhere: bool = False,
+    ip: str | None = None,
+) -> int:
     """End this session, or every session of the account; returns how many were ended."""
     if everywhere:
         ended = await _revoke_all(session, staff_id=principal.staff_id, now=now)
     else:
         result = await session.execute(
-            update(StaffSession).where(StaffSession.id == principal.session_id,
-                                       StaffSession.revoked_at.is_(None))
-            .values(revoked_at=now).execution_options(synchronize_session=False))
+            update(StaffSession)
+            .where(StaffSession.id == principal.session_id, StaffSession.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .execution_options(synchronize_session=False)
+        )
         ended = int(result.rowcount)  # type: ignore[attr-defined]
-    await audit.record(session, at=now, actor=principal.actor,
-                       action="staff.signout_all" if everywhere else "staff.signout",
-                       record_type="staff", record_id=principal.staff_id, ip=ip,
-                       detail={"sessions": ended})
+    await audit.record(
+        session,
+        at=now,
+        actor=principal.actor,
+        action="staff.signout_all" if everywhere else "staff.signout",
+        record_type="staff",
+        record_id=principal.staff_id,
+        ip=ip,
+        detail={"sessions": ended},
+    )
     return ended
 
 
 async def _revoke_all(session: AsyncSession, *, staff_id: int, now: datetime) -> int:
     result = await session.execute(
-        update(StaffSession).where(StaffSession.staff_id == staff_id,
-                                   StaffSession.revoked_at.is_(None))
-        .values(revoked_at=now).execution_options(synchronize_session=False))
+        update(StaffSession)
+        .where(StaffSession.staff_id == staff_id, StaffSession.revoked_at.is_(None))
+        .values(revoked_at=now)
+        .execution_options(synchronize_session=False)
+    )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
