@@ -126,25 +126,15 @@ def staff_create(
 
 
 @app.command()
-def serve(
-    host: HostOpt = "127.0.0.1",
-    port: PortOpt = 8000,
-    workers: Annotated[int, typer.Option(help="Uvicorn worker processes.", min=1)] = 1,
-) -> None:
+def serve(host: HostOpt = "127.0.0.1", port: PortOpt = 8000,
+          workers: Annotated[int, typer.Option(help="Uvicorn worker processes.", min=1)] = 1,
+          ) -> None:
     """Serve the web app: WeChat callback, pay notify, patient pages, API, staff console."""
     import uvicorn
 
     load_settings()  # fail fast, in this process, with a clear message
-    uvicorn.run(
-        "frontdesk.web.factory:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        proxy_headers=True,
-        log_config=None,
-        access_log=False,
-    )
+    uvicorn.run("frontdesk.web.factory:app_from_env", factory=True, host=host, port=port,
+                workers=workers, proxy_headers=True, log_config=None, access_log=False)
 
 
 @app.command()
