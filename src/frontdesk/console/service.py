@@ -342,9 +342,10 @@ async def sign_in(
             record_id="unknown" if staff is None else staff.id,
             ip=ip,
             outcome="denied",
+            # Only a well-formed name is kept: people type passwords into the name field.
             detail={
                 "reason": "unknown_user" if staff is None else "disabled",
-                "username": username[:64],
+                "username": username if USERNAME_RE.fullmatch(username) else "(malformed)",
             },
         )
         return Refused("bad_credentials")
