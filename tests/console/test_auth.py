@@ -59,6 +59,7 @@ async def test_password_and_code_open_a_server_side_session(
         "ok",
         str(staff.id),
     )
+    assert (signin.ip, signin.request_id) == ("127.0.0.1", response.headers["x-request-id"])
     home = await client.get("/console/")
     assert home.status_code == 200
     assert "Alice" in home.text

@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pyotp
 from argon2 import PasswordHasher
@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from frontdesk.console.errors import BadStaffInput, StaffNotFound, UsernameTaken
 from frontdesk.console.models import Role, StaffSession, StaffUser
 from frontdesk.core import audit
+from frontdesk.core.logging import request_id_var
 
 USERNAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{2,31}$")
 PASSWORD_MIN = 12
@@ -45,6 +46,11 @@ TOTP_WINDOW = 1
 
 _hasher = PasswordHasher()
 T = TypeVar("T")
+
+
+async def _audit(session: AsyncSession, **fields: Any) -> None:
+    # The request id ties the row to the web server's log line of the same request.
+    await audit.record(session, request_id=request_id_var.get(), **fields)
 
 
 def staff_actor(staff_id: int) -> str:
@@ -174,7 +180,7 @@ async def create_staff(
             await session.flush()
     except IntegrityError:
         raise UsernameTaken(field="username") from None
-    await audit.record(
+    await _audit(
         session,
         at=now,
         actor=actor,
@@ -213,7 +219,7 @@ async def set_disabled(
     )
     if disabled:
         await _revoke_all(session, staff_id=staff_id, now=now)
-    await audit.record(
+    await _audit(
         session,
         at=now,
         actor=actor,
@@ -239,7 +245,7 @@ async def reset_totp(
         .execution_options(synchronize_session=False)
     )
     await _revoke_all(session, staff_id=staff_id, now=now)
-    await audit.record(
+    await _audit(
         session,
         at=now,
         actor=actor,
@@ -333,7 +339,7 @@ async def sign_in(
     staff = await find_staff_by_username(session, username[:64])
     if staff is None or staff.disabled_at is not None:
         verify_password(_dummy_hash(), password)
-        await audit.record(
+        await _audit(
             session,
             at=now,
             actor="anonymous" if staff is None else staff_actor(staff.id),
@@ -350,7 +356,7 @@ async def sign_in(
         )
         return Refused("bad_credentials")
     if staff.locked_until_at is not None and staff.locked_until_at > now:
-        await audit.record(
+        await _audit(
             session,
             at=now,
             actor=staff_actor(staff.id),
@@ -389,7 +395,7 @@ async def sign_in(
         token = await _open_session(
             session, staff_id=staff.id, now=now, policy=policy, ip=ip, user_agent=user_agent
         )
-        await audit.record(
+        await _audit(
             session,
             at=now,
             actor=staff_actor(staff.id),
@@ -408,7 +414,7 @@ async def sign_in(
         return SignedIn(staff_id=staff.id, token=token)
 
     await _count_failure(session, staff_id=staff.id, now=now, policy=policy, ip=ip)
-    await audit.record(
+    await _audit(
         session,
         at=now,
         actor=staff_actor(staff.id),
@@ -438,7 +444,7 @@ async def _count_failure(
         .execution_options(synchronize_session=False)
     )
     if locked.rowcount == 1:  # type: ignore[attr-defined]
-        await audit.record(
+        await _audit(
             session,
             at=now,
             actor=staff_actor(staff_id),
@@ -565,7 +571,7 @@ async def sign_out(
             .execution_options(synchronize_session=False)
         )
         ended = int(result.rowcount)  # type: ignore[attr-defined]
-    await audit.record(
+    await _audit(
         session,
         at=now,
         actor=principal.actor,
