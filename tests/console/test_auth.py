@@ -534,3 +534,28 @@ def test_every_console_route_is_guarded_by_require_role_first() -> None:
         assert hasattr(first, "allowed_roles"), route.path
         guarded += 1
     assert guarded >= 12  # logout(2), dashboard, staff(5), audit(2), health(2)
+
+
+async def test_a_form_posted_from_an_expired_session_changes_nothing(
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock
+) -> None:
+    staff = await create_staff(db, clock)
+    csrf = await sign_in(client, clock, staff)
+    before = await count_rows(db, StaffUser)
+    clock.advance(minutes=31)
+
+    response = await client.post(
+        "/console/staff",
+        data={
+            "csrf_token": csrf,
+            "username": "bob",
+            "display_name": "Bob",
+            "role": "cashier",
+            "password": "a long enough password",
+        },
+    )
+
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login?expired=1"
+    assert await count_rows(db, StaffUser) == before
+    assert [r.detail["username"] for r in await audit_rows(db, action="staff.create")] == ["alice"]
