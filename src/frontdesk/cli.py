@@ -24,6 +24,8 @@ wechat_app = typer.Typer(
     help="WeChat Official Account and WeChat Pay commands.", no_args_is_help=True
 )
 app.add_typer(wechat_app, name="wechat")
+staff_app = typer.Typer(help="Staff console accounts.", no_args_is_help=True)
+app.add_typer(staff_app, name="staff")
 
 HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)]
@@ -67,6 +69,64 @@ def db_upgrade(
 
     asyncio.run(run())
     typer.echo(f"database at {revision}")
+
+
+@staff_app.command("create")
+def staff_create(
+    username: Annotated[str, typer.Option(help="Sign-in name: 3-32 of a-z 0-9 . _ -")],
+    role: Annotated[
+        str, typer.Option(help="customer_service, scheduling, cashier, finance, admin or auditor")
+    ],
+    display_name: Annotated[str | None, typer.Option(help="Name shown in the console.")] = None,
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            help="Initial password (12+ characters); asked for if not given.",
+        ),
+    ] = "",
+) -> None:
+    """Create a staff account and print its TOTP enrolment URI (shown this once only)."""
+    from frontdesk.console import service as console
+    from frontdesk.console.errors import BadStaffInput, UsernameTaken
+    from frontdesk.core.clock import now as clock_now
+    from frontdesk.core.database import Database
+
+    settings = load_settings()
+
+    async def run() -> console.NewStaff:
+        database = Database(settings.database_url)
+        try:
+            async with database.session() as session:
+                return await console.create_staff(
+                    session,
+                    username=username,
+                    display_name=display_name or username,
+                    role=role,
+                    password=password,
+                    now=clock_now(),
+                    actor="cli",
+                )
+        finally:
+            await database.dispose()
+
+    try:
+        created = asyncio.run(run())
+    except (BadStaffInput, UsernameTaken) as exc:
+        typer.echo(f"frontdesk: {exc.code}: {exc.params.get('field')}", err=True)
+        raise typer.Exit(2) from None
+    uri = console.totp_uri(
+        secret=created.totp_secret,
+        username=created.staff.username,
+        issuer=settings.console_totp_issuer,
+    )
+    typer.echo(
+        f"staff {created.staff.username} created (id {created.staff.id}, role {created.staff.role})"
+    )
+    typer.echo("Add this to the authenticator app now; it is not shown again:")
+    typer.echo(uri)
 
 
 @app.command()

@@ -187,6 +187,13 @@ class Settings(BaseSettings):
     # (1.0 = the real 15 s … 6 h schedule; 0.01 = a hundred times faster).
     wechatpay_sim_keys_dir: str = "var/keys"
     wechatpay_sim_time_scale: float = Field(default=1.0, gt=0)
+    # --- staff console -------------------------------------------------------------------
+    console_session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    console_session_absolute_hours: int = Field(default=12, ge=1, le=7 * 24)
+    console_lockout_attempts: int = Field(default=5, ge=1, le=100)
+    console_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # The name authenticator apps show next to the account.
+    console_totp_issuer: str = Field(default="Frontdesk", min_length=1, max_length=64)
 
     @field_validator("hospital_timezone")
     @classmethod

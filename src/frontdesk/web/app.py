@@ -83,6 +83,7 @@ def create_app(
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
     from frontdesk.accounts import routes as accounts_routes
+    from frontdesk.console.routes import router as console_router
     from frontdesk.wechat.oa import callback as wechat_callback
     from frontdesk.wechat.oa import oauth as wechat_oauth
     from frontdesk.wechat.pay.notify import router as wechatpay_notify_router
@@ -92,4 +93,5 @@ def _domain_routers() -> list[Any]:
         wechat_oauth.router,
         wechatpay_notify_router,
         accounts_routes.router,
+        console_router,
     ]
