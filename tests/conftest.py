@@ -119,7 +119,8 @@ def clock() -> Iterator[FrozenClock]:
 async def committed(engine: AsyncEngine, database_url: str) -> AsyncIterator[Database]:
     """A real Database whose transactions commit (for concurrency, workers and crashes).
 
-    Every table but the append-only audit log is emptied afterwards.
+    Every table is emptied afterwards, the append-only audit log included (its guard is
+    lifted for the cleanup only, inside the same transaction).
     """
     database = Database(database_url, pool_size=10, max_overflow=20)
     try:
@@ -130,6 +131,23 @@ async def committed(engine: AsyncEngine, database_url: str) -> AsyncIterator[Dat
             for table in reversed(Base.metadata.sorted_tables):
                 if table.name != "audit_log":
                     await conn.execute(delete(table))
+            await _wipe_audit_log(conn)
+
+
+async def _wipe_audit_log(conn: AsyncConnection) -> None:
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change"))
+        await conn.execute(text("DELETE FROM audit_log"))
+        await conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_change"))
+        return
+    await conn.execute(text("DROP TRIGGER audit_log_no_delete"))
+    await conn.execute(text("DELETE FROM audit_log"))
+    await conn.execute(
+        text(
+            "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log "
+            "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
+        )
+    )
 
 
 @pytest.fixture

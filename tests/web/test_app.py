@@ -66,7 +66,11 @@ async def test_security_headers(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "default-src 'self'" in response.headers["content-security-policy"]
-    assert response.headers["x-frame-options"] == "SAMEORIGIN"
+    # Framing: only our own origin, plus the WeChat simulator's phone page in development
+    # (CSP frame-ancestors can name it; X-Frame-Options cannot, so it is left out then).
+    csp = response.headers["content-security-policy"]
+    assert "frame-ancestors 'self' http://127.0.0.1:8102;" in csp
+    assert "x-frame-options" not in response.headers
 
 
 async def test_valid_body_commits_through_the_request_session(
@@ -153,3 +157,17 @@ async def test_unexpected_errors_are_500_without_details(
     assert response.status_code == 500
     assert "320102" not in response.text
     assert response.json()["error"]["code"] == "internal_error"
+
+
+async def test_production_forbids_framing_by_anyone_else() -> None:
+    from frontdesk.core.settings import Settings
+    from frontdesk.web.app import create_app
+    from tests.core.test_settings import production_values
+
+    app = create_app(Settings(_env_file=None, **production_values()))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.get("/healthz")
+    assert response.headers["x-frame-options"] == "SAMEORIGIN"
+    assert "frame-ancestors 'self';" in response.headers["content-security-policy"]
+    assert response.headers["strict-transport-security"] == "max-age=31536000"
+    await app.state.container.aclose()
