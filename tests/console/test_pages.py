@@ -552,6 +552,7 @@ async def test_the_admin_nav_and_english_pages(
 
     assert re.findall(r'<li><a href="([^"]+)"', chinese.text) == [
         "/console/",
+        "/console/patients",
         "/console/audit",
         "/console/health",
         "/console/staff",
@@ -570,7 +571,13 @@ async def test_pages_have_no_inline_style_or_script_and_use_our_stylesheet(
     await sign_in(client, clock, admin)
     pages = [login] + [
         await client.get(p)
-        for p in ("/console/", "/console/audit", "/console/health", "/console/staff")
+        for p in (
+            "/console/",
+            "/console/audit",
+            "/console/health",
+            "/console/staff",
+            "/console/patients",
+        )
     ]
     enrol = await client.post(
         "/console/staff",

@@ -464,6 +464,33 @@ async def mark_card(
 # --------------------------------------------------------------------------- staff
 
 
+async def staff_lookup(
+    session: AsyncSession, *, staff_actor: str, query: str, now: datetime, ip: str | None = None
+) -> list[PatientScope]:
+    """Customer service looks up bindings by openid or by card number (masked data only);
+    the lookup itself is audited."""
+    query = query.strip()
+    openids: list[str] = []
+    card = await repo.card_by_no(session, query)
+    if card is not None:
+        openids = await repo.accounts_of_card(session, card.id)
+    elif await repo.count_open_bindings(session, query):
+        openids = [query]
+    scopes = [await scope_for(session, openid=o) for o in sorted(set(openids))]
+    await audit.record(
+        session,
+        at=now,
+        actor=staff_actor,
+        action="card.lookup",
+        record_type="card" if card else "account",
+        record_id=str(card.id) if card else query[:128],
+        card_id=card.id if card else None,
+        ip=ip,
+        detail={"accounts": len(scopes)},
+    )
+    return scopes
+
+
 async def staff_unbind(
     session: AsyncSession,
     *,

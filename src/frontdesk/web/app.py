@@ -83,6 +83,7 @@ def create_app(
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
     from frontdesk.accounts import routes as accounts_routes
+    from frontdesk.console.patients import router as console_patients_router
     from frontdesk.console.routes import router as console_router
     from frontdesk.wechat.oa import callback as wechat_callback
     from frontdesk.wechat.oa import oauth as wechat_oauth
@@ -94,4 +95,5 @@ def _domain_routers() -> list[Any]:
         wechatpay_notify_router,
         accounts_routes.router,
         console_router,
+        console_patients_router,
     ]
