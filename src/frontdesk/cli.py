@@ -175,7 +175,13 @@ def worker() -> None:
 
 
 @app.command()
-def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
+def demo(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    his_port: Annotated[int, typer.Option(help="Port of the demo HIS.")] = 8101,
+    wechat_port: Annotated[int, typer.Option(help="Port of the WeChat simulator.")] = 8102,
+    sms_port: Annotated[int, typer.Option(help="Port of the SMS simulator.")] = 8103,
+) -> None:
     """Everything on SQLite in one process, seeded, for a first look; prints the URL."""
     from frontdesk.demo import run_demo
 
@@ -183,7 +189,37 @@ def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     if not settings.is_sqlite:
         typer.echo("frontdesk demo runs on SQLite; unset FRONTDESK_DATABASE_URL", err=True)
         raise typer.Exit(2)
-    asyncio.run(run_demo(settings, host=host, port=port))
+    from frontdesk.demo import DemoPorts
+
+    ports = DemoPorts(web=port, his=his_port, wechat=wechat_port, sms=sms_port)
+    asyncio.run(run_demo(settings, host=host, port=port, ports=ports))
+
+
+@staff_app.command("totp-code")
+def staff_totp_code(
+    secret: Annotated[str, typer.Argument(help="The account's TOTP secret (base32).")],
+) -> None:
+    """Print the current TOTP code for a secret (for the demo; use an authenticator app)."""
+    from frontdesk.console import service as console
+    from frontdesk.core.clock import now
+
+    typer.echo(console.totp_code(secret, now()))
+
+
+@app.command("sms-sim")
+def sms_sim(host: HostOpt = "127.0.0.1", port: PortOpt = 8103) -> None:
+    """Run the SMS provider simulator (Alibaba Cloud SendSms API, inbox at /sim/inbox)."""
+    import uvicorn
+
+    from frontdesk.sims.sms_sim import create_sms_sim_app
+
+    settings = load_settings()
+    app_ = create_sms_sim_app(
+        access_key_id=settings.sms_access_key_id,
+        access_key_secret=settings.sms_access_key_secret.get_secret_value(),
+    )
+    typer.echo(f"SMS simulator: http://{host}:{port}/  inbox: /sim/inbox?phone=<number>")
+    uvicorn.run(app_, host=host, port=port, log_config=None, access_log=False)
 
 
 @wechat_app.command("push-menu")
