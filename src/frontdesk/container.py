@@ -33,17 +33,12 @@ class Container:
         await self.db.dispose()
 
 
-def build_container(
-    settings: Settings, *, clock: Clock | None = None, db: Database | None = None
-) -> Container:
+def build_container(settings: Settings, *, clock: Clock | None = None,
+                    db: Database | None = None) -> Container:
     clock = clock or Clock(settings.tz)
     set_clock(clock)
-    db = db or Database(
-        settings.database_url,
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        echo=settings.db_echo,
-    )
+    db = db or Database(settings.database_url, pool_size=settings.db_pool_size,
+                        max_overflow=settings.db_max_overflow, echo=settings.db_echo)
     container = Container(settings=settings, db=db, clock=clock)
     _add_his(container)
     return container
@@ -53,11 +48,8 @@ def _add_his(container: Container) -> None:
     from frontdesk.his.bridge import HttpHisGateway
 
     settings = container.settings
-    his = HttpHisGateway(
-        base_url=settings.his_base_url,
-        key_id=settings.his_key_id,
-        secret=settings.his_secret.get_secret_value(),
-        timeout_seconds=settings.his_timeout_seconds,
-    )
+    his = HttpHisGateway(base_url=settings.his_base_url, key_id=settings.his_key_id,
+                         secret=settings.his_secret.get_secret_value(),
+                         timeout_seconds=settings.his_timeout_seconds)
     container.services["his"] = his
     container.add_closer(his.aclose)

@@ -5,5 +5,6 @@ Add one line here when a domain gains a ``models.py``.
 
 from frontdesk.core import audit, inbox, outbox, scheduler  # noqa: F401
 from frontdesk.core.models import Base
+from frontdesk.his import models as his_models  # noqa: F401
 
 metadata = Base.metadata
