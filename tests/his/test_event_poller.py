@@ -188,3 +188,41 @@ async def test_an_unavailable_his_changes_nothing(
     clock.advance(seconds=1)
     await Worker(container, worker_id="w").drain()
     assert await _effects(container) == await _feed_ids(his_gateway)
+
+
+async def test_a_long_feed_is_read_page_by_page_to_the_end(
+    container: Container,
+    his_sim: Any,
+    his_gateway: HttpHisGateway,
+    recorder: Recorder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(jobs, "PAGE_SIZE", 2)
+    _wire(container, his_gateway)
+    await _make_orders(his_sim, 7)
+    await _poll(container, "w")  # one poll job chains the next pages itself
+    assert await _effects(container) == await _feed_ids(his_gateway)
+    async with container.db.session() as session:
+        polls = (
+            await session.execute(
+                select(func.count())
+                .select_from(outbox.OutboxJob)
+                .where(
+                    outbox.OutboxJob.name == jobs.POLL_JOB, outbox.OutboxJob.status == outbox.DONE
+                )
+            )
+        ).scalar_one()
+    assert polls == 4  # pages of 2, 2, 2, 1
+
+
+async def test_a_page_applied_by_another_worker_is_not_applied_again(
+    container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
+) -> None:
+    await _make_orders(his_sim, 3)
+    page = await his_gateway.events(after=None)
+    async with container.db.session() as session:
+        assert await jobs.apply_page(session, page, seen="") == 3
+    # A second worker fetched the same page before the first committed.
+    async with container.db.session() as session:
+        assert await jobs.apply_page(session, page, seen="") is None
+    assert len(await _effects(container)) == 3

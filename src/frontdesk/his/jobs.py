@@ -1,19 +1,23 @@
 """The HIS event poller: a recurring worker job that reads the HIS event feed.
 
 Guarantee: every event of the feed is handed to its handlers exactly once, across crashes,
-restarts and several workers. Per page, in ONE transaction (the job's):
+restarts and several workers. Each run:
 
-1. lock the cursor row (``FOR UPDATE`` on PostgreSQL; SQLite transactions are
-   ``BEGIN IMMEDIATE`` and already exclusive), read the cursor;
-2. fetch ``events(after=cursor)`` from the HIS;
-3. for each event: record it in the inbox (``source="his"``, unique on the event id) and,
-   only if it is new, run the handlers of its type;
-4. move the cursor with a guarded ``UPDATE ... WHERE cursor = :seen``.
+1. reads the stored cursor (a short transaction of its own);
+2. fetches ``events(after=cursor)`` from the HIS — outside any database transaction, so a
+   slow or unreachable HIS never holds a lock (on SQLite a write transaction blocks every
+   other writer);
+3. in the job's transaction: locks the cursor row (``FOR UPDATE`` on PostgreSQL; SQLite
+   transactions are ``BEGIN IMMEDIATE``), and if the cursor is still the one it read,
+   records each event in the inbox (``source="his"``, unique on the event id), runs the
+   handlers of each new event, and moves the cursor. If another worker moved the cursor
+   meanwhile, this run does nothing.
 
 A crash anywhere before the commit rolls all of it back, so the next run starts from the
 same cursor; the inbox catches an event seen twice anyway (e.g. a HIS that re-sends one).
 A handler that fails rolls back the page and the job is retried with backoff: the feed
-waits rather than skip an event (its dead letter is visible to staff).
+waits rather than skip an event (its dead letter is visible to staff). When the HIS says
+there is more, the run enqueues the next run at once in the same transaction.
 """
 
 from __future__ import annotations
@@ -29,19 +33,30 @@ from frontdesk.core.clock import now as clock_now
 from frontdesk.core.sql import insert_ignoring_conflict
 from frontdesk.his import events as registry
 from frontdesk.his.models import HisFeedCursor
-from frontdesk.his.port import HisGateway
+from frontdesk.his.port import EventPage, HisGateway
 
 log = logging.getLogger("frontdesk.his.jobs")
 
 FEED = "his"
 PAGE_SIZE = 100
-MAX_PAGES_PER_RUN = 20
 
 POLL_JOB = "his.poll_events"
 scheduler.recurring(POLL_JOB, "every 5s")
 
 
-async def _locked_cursor(session: AsyncSession) -> str:
+async def current_cursor(session: AsyncSession) -> str | None:
+    return (
+        await session.execute(select(HisFeedCursor.cursor).where(HisFeedCursor.feed == FEED))
+    ).scalar_one_or_none()
+
+
+async def apply_page(
+    session: AsyncSession, page: EventPage, *, seen: str, container: Any = None
+) -> int | None:
+    """Apply a page fetched with ``after=seen`` in the caller's transaction.
+
+    Returns how many events were new, or None if the cursor is no longer ``seen`` (another
+    worker applied this page first; nothing was done)."""
     await session.execute(
         insert_ignoring_conflict(
             session,
@@ -50,20 +65,13 @@ async def _locked_cursor(session: AsyncSession) -> str:
             conflict_columns=["feed"],
         )
     )
-    row = (
+    locked = (
         await session.execute(
             select(HisFeedCursor.cursor).where(HisFeedCursor.feed == FEED).with_for_update()
         )
     ).scalar_one()
-    return str(row)
-
-
-async def poll_once(
-    session: AsyncSession, his: HisGateway, *, container: Any = None, page_size: int = PAGE_SIZE
-) -> tuple[int, bool]:
-    """Apply one page of events in the caller's transaction; (events applied, more?)."""
-    seen = await _locked_cursor(session)
-    page = await his.events(after=seen or None, limit=page_size)
+    if locked != seen:
+        return None
     now = clock_now()
     applied = 0
     for event in page.events:
@@ -89,7 +97,7 @@ async def poll_once(
         )
         applied += 1
     if page.next_cursor != seen:
-        moved = await session.execute(
+        await session.execute(
             update(HisFeedCursor)
             .where(HisFeedCursor.feed == FEED, HisFeedCursor.cursor == seen)
             .values(
@@ -99,30 +107,24 @@ async def poll_once(
             )
             .execution_options(synchronize_session=False)
         )
-        if moved.rowcount != 1:  # type: ignore[attr-defined]
-            raise outbox.RetryLater("the feed cursor moved under us", delay_seconds=1)
-    return applied, page.has_more
+    return applied
 
 
 @outbox.job(POLL_JOB, max_attempts=3, timeout_seconds=60)
 async def poll_events(ctx: outbox.JobContext, **_payload: Any) -> None:
-    """Read the HIS event feed from the stored cursor and apply each event exactly once.
-
-    Runs every few seconds (recurring). Each run applies up to ``MAX_PAGES_PER_RUN`` pages
-    in the job's transaction; what is left waits for the next run.
-    """
+    """Read one page of the HIS event feed after the stored cursor and apply each event
+    exactly once (see the module docstring). Runs every few seconds."""
     his: HisGateway = ctx.container.services["his"]
-    total = 0
-    for _ in range(MAX_PAGES_PER_RUN):
-        applied, more = await poll_once(ctx.session, his, container=ctx.container)
-        total += applied
-        if not more:
-            break
-    if total:
-        log.info("applied %d HIS event(s)", total)
-
-
-async def current_cursor(session: AsyncSession) -> str | None:
-    return (
-        await session.execute(select(HisFeedCursor.cursor).where(HisFeedCursor.feed == FEED))
-    ).scalar_one_or_none()
+    async with ctx.container.db.session() as read:
+        seen = await current_cursor(read) or ""
+    page = await his.events(after=seen or None, limit=PAGE_SIZE)
+    applied = await apply_page(ctx.session, page, seen=seen, container=ctx.container)
+    if applied is None:
+        log.info("HIS feed page after %r was applied by another worker", seen)
+        return
+    if applied:
+        log.info("applied %d HIS event(s)", applied)
+    if page.has_more:
+        await outbox.enqueue(
+            ctx.session, POLL_JOB, dedupe_key=f"{POLL_JOB}:after:{page.next_cursor}"
+        )
