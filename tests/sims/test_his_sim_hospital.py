@@ -184,3 +184,12 @@ async def test_operator_page_and_bad_operator_input(his_sim: Any) -> None:
     assert "停诊" in page.text
     assert bad.status_code == 422
     assert bad.json()["code"] == "invalid_request"
+
+
+async def test_doctor_photos_are_served(his_sim: Any, his_gateway: HttpHisGateway) -> None:
+    doctor = (await his_gateway.doctors())[0]
+    async with client_for(his_sim) as browser:
+        photo = await browser.get(doctor.photo_url)
+    assert photo.status_code == 200
+    assert photo.headers["content-type"] == "image/svg+xml"
+    assert photo.text.startswith("<svg")

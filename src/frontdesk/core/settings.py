@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "dev-insecure-change-me"  # noqa: S105 - a marker the production check refuses
+DEMO_HIS_SECRET = "demo-his-bridge-secret-change-me"  # noqa: S105 - the demo HIS's key
 
 
 class Environment(StrEnum):
@@ -81,13 +82,6 @@ class Settings(BaseSettings):
     # A production process must never talk to one; check_production() enforces it.
     simulators_enabled: bool = True
 
-    # --- HIS bridge (issue 3) --------------------------------------------------------------
-    # The hospital's bridge agent; the default is the demo HIS (`frontdesk his-sim`).
-    his_base_url: str = "http://127.0.0.1:8101"
-    his_key_id: str = "demo"
-    his_secret: SecretStr = SecretStr("demo-his-bridge-secret-change-me")
-    his_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
-
     @field_validator("hospital_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -149,5 +143,19 @@ class Settings(BaseSettings):
                     f"FRONTDESK_{name.upper()}: points at a local simulator ({url}); "
                     "set the real endpoint"
                 )
+        problems += self.his_problems()
         if problems:
             raise SettingsError("refusing to start in production: " + "; ".join(problems))
+
+    # --- HIS bridge (issue 3) --------------------------------------------------------------
+    # The hospital's bridge agent; the default is the demo HIS (`frontdesk his-sim`).
+    his_base_url: str = "http://127.0.0.1:8101"
+    his_key_id: str = "demo"
+    his_secret: SecretStr = SecretStr(DEMO_HIS_SECRET)
+    his_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+
+    def his_problems(self) -> list[str]:
+        """Production refuses the demo HIS key (check_production calls this)."""
+        if self.his_secret.get_secret_value() == DEMO_HIS_SECRET:
+            return ["FRONTDESK_HIS_SECRET: set the key the hospital issued, not the demo's"]
+        return []
