@@ -155,7 +155,11 @@ class _Kit:
             body={"card_no": self.t.card_no, "order_ids": "x"},
         )
         self.envelope(wrong_type, status={422})
-        return "unknown operation, malformed JSON, wrong type: all enveloped"
+        missing = await self.send(
+            "POST", f"{p.PREFIX}/orders/pre-settle", body={"order_ids": ["x"], "unknown_field": 1}
+        )
+        self.envelope(missing, status={422})
+        return "unknown operation, malformed JSON, wrong type, missing field: all enveloped"
 
     async def catalog_shapes(self) -> str:
         deps = self.shape("departments", await self.send("GET", f"{p.PREFIX}/departments"))
