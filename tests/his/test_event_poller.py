@@ -172,22 +172,37 @@ async def test_a_rewound_cursor_is_caught_by_the_inbox(
     assert await _effects(container) == await _feed_ids(his_gateway)
 
 
-async def test_an_unavailable_his_changes_nothing(
-    container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder, clock: Any
+async def test_an_unavailable_his_changes_nothing_and_leaves_no_dead_letter(
+    container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
 ) -> None:
     _wire(container, his_gateway)
     await _make_orders(his_sim, 2)
     async with client_for(his_sim) as staff:
         await staff.put("/operator/faults", json={"mode": "error"})
-    async with container.db.session() as session:
-        await outbox.enqueue(session, jobs.POLL_JOB)
-    await Worker(container, worker_id="w").run_once()
+    await _poll(container, "w")
     assert await _effects(container) == []
+    async with container.db.session() as session:
+        assert await jobs.current_cursor(session) is None
+        assert (await outbox.counts_by_status(session))[outbox.DEAD] == 0
     async with client_for(his_sim) as staff:
         await staff.delete("/operator/faults")
-    clock.advance(seconds=1)
-    await Worker(container, worker_id="w").drain()
+    await _poll(container, "w")  # the next scheduled poll
     assert await _effects(container) == await _feed_ids(his_gateway)
+
+
+async def test_a_rejecting_his_fails_the_poll_loudly(
+    container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
+) -> None:
+    _wire(container, his_gateway)
+    await _make_orders(his_sim, 1)
+    async with client_for(his_sim) as staff:
+        await staff.put("/operator/faults", json={"mode": "refuse"})
+    await _poll(container, "w")
+    async with container.db.session() as session:
+        dead = await outbox.dead_letters(session)
+    assert [(j.name, j.attempts) for j in dead] == [(jobs.POLL_JOB, 1)]
+    assert "refused" in (dead[0].last_error or "")
+    assert await _effects(container) == []
 
 
 async def test_a_long_feed_is_read_page_by_page_to_the_end(

@@ -33,7 +33,7 @@ from frontdesk.core.clock import now as clock_now
 from frontdesk.core.sql import insert_ignoring_conflict
 from frontdesk.his import events as registry
 from frontdesk.his.models import HisFeedCursor
-from frontdesk.his.port import EventPage, HisGateway
+from frontdesk.his.port import EventPage, HisGateway, HisRejected, HisUnavailable
 
 log = logging.getLogger("frontdesk.his.jobs")
 
@@ -117,7 +117,17 @@ async def poll_events(ctx: outbox.JobContext, **_payload: Any) -> None:
     his: HisGateway = ctx.container.services["his"]
     async with ctx.container.db.session() as read:
         seen = await current_cursor(read) or ""
-    page = await his.events(after=seen or None, limit=PAGE_SIZE)
+    try:
+        page = await his.events(after=seen or None, limit=PAGE_SIZE)
+    except HisUnavailable as exc:
+        # The next scheduled run is the retry: an HIS outage must not pile up one dead
+        # letter per poll.
+        log.warning("HIS event feed unavailable (%s); next poll will retry", exc.code)
+        return
+    except HisRejected as exc:
+        # A refusal of a read is configuration (wrong key, clock skew): a dead letter now,
+        # where staff see it, rather than silent retries.
+        raise outbox.PermanentFailure(f"HIS refused the event feed: {exc.code}") from exc
     applied = await apply_page(ctx.session, page, seen=seen, container=ctx.container)
     if applied is None:
         log.info("HIS feed page after %r was applied by another worker", seen)

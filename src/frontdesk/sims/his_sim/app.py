@@ -16,7 +16,8 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Annotated, Any
@@ -853,9 +854,6 @@ def create_his_sim_app(
         size=size,
         verify_signatures=verify_signatures,
     )
-
-    from collections.abc import AsyncIterator
-    from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
