@@ -180,3 +180,10 @@ async def his_gateway(his_sim: Any, his_secret: str) -> AsyncIterator[Any]:
     async with httpx.AsyncClient(transport=transport, base_url="http://his-sim") as http:
         yield HttpHisGateway(base_url="http://his-sim", key_id=HIS_KEY_ID, secret=his_secret,
                              timeout_seconds=2.0, backoff_seconds=0.01, client=http)
+
+
+@pytest.fixture
+def his_container(container: Container, his_gateway: Any) -> Container:
+    """The ``container`` fixture whose ``services["his"]`` is the client wired to ``his_sim``."""
+    container.services["his"] = his_gateway
+    return container

@@ -46,11 +46,6 @@ def recorder() -> Iterator[Recorder]:
         events.unregister(kind, handler)
 
 
-def _wire(container: Container, gateway: HttpHisGateway) -> Container:
-    container.services["his"] = gateway
-    return container
-
-
 async def _make_orders(his_sim: Any, count: int, card_no: str = "6100000001") -> None:
     async with client_for(his_sim) as staff:
         for n in range(count):
@@ -93,60 +88,62 @@ async def test_the_poll_is_a_recurring_job() -> None:
 
 
 async def test_events_are_applied_once_in_order_and_the_cursor_is_stored(
-    container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
+    his_container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
 ) -> None:
-    _wire(container, his_gateway)
     await _make_orders(his_sim, 3)
-    await _poll(container, "w1")
+    await _poll(his_container, "w1")
     feed = await _feed_ids(his_gateway)
     assert len(feed) == 3
-    assert await _effects(container) == feed
+    assert await _effects(his_container) == feed
     assert recorder.calls == feed
-    async with container.db.session() as session:
+    async with his_container.db.session() as session:
         cursor = await jobs.current_cursor(session)
         assert cursor == (await his_gateway.events(after=None)).next_cursor
         stored = [await inbox.get(session, source="his", external_id=e) for e in feed]
         assert all(m is not None and m.processed_at is not None for m in stored)
 
     # Nothing new: polling again does nothing.
-    await _poll(container, "w1")
-    assert await _effects(container) == feed
+    await _poll(his_container, "w1")
+    assert await _effects(his_container) == feed
 
 
 async def test_a_restart_neither_misses_nor_repeats(
-    container: Container,
+    his_container: Container,
     his_sim: Any,
     his_gateway: HttpHisGateway,
     recorder: Recorder,
     settings: Any,
     clock: Any,
 ) -> None:
-    _wire(container, his_gateway)
     await _make_orders(his_sim, 4)
-    await _poll(container, "before-restart")
+    await _poll(his_container, "before-restart")
     await _make_orders(his_sim, 3)  # events that happen while the worker is down
 
     # A new process: a new container and worker on the same database, same HIS.
-    restarted = _wire(build_container(settings, clock=clock, db=container.db), his_gateway)
+    restarted = build_container(settings, clock=clock, db=his_container.db)
+    restarted.services["his"] = his_gateway
     await _poll(restarted, "after-restart")
     feed = await _feed_ids(his_gateway)
     assert len(feed) == 7
-    assert await _effects(container) == feed
+    assert await _effects(his_container) == feed
 
 
 async def test_a_failing_handler_rolls_back_the_page_and_the_retry_applies_it_once(
-    container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder, clock: Any
+    his_container: Container,
+    his_sim: Any,
+    his_gateway: HttpHisGateway,
+    recorder: Recorder,
+    clock: Any,
 ) -> None:
-    _wire(container, his_gateway)
     await _make_orders(his_sim, 5)
     feed = await _feed_ids(his_gateway)
     recorder.fail_on = {feed[3]}
-    async with container.db.session() as session:
+    async with his_container.db.session() as session:
         await outbox.enqueue(session, jobs.POLL_JOB)
-    worker = Worker(container, worker_id="w")
+    worker = Worker(his_container, worker_id="w")
     await worker.run_once()  # the 4th event fails: the whole page rolls back
-    assert await _effects(container) == []
-    async with container.db.session() as session:
+    assert await _effects(his_container) == []
+    async with his_container.db.session() as session:
         assert await jobs.current_cursor(session) is None  # even its first row rolled back
         assert (
             await session.execute(select(func.count()).select_from(inbox.InboxMessage))
@@ -156,68 +153,64 @@ async def test_a_failing_handler_rolls_back_the_page_and_the_retry_applies_it_on
 
     clock.advance(seconds=1)  # past the (tiny, in tests) backoff
     await worker.drain()
-    assert await _effects(container) == feed
+    assert await _effects(his_container) == feed
 
 
 async def test_a_rewound_cursor_is_caught_by_the_inbox(
-    container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
+    his_container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
 ) -> None:
-    _wire(container, his_gateway)
     await _make_orders(his_sim, 2)
-    await _poll(container, "w")
-    async with container.db.session() as session:
+    await _poll(his_container, "w")
+    async with his_container.db.session() as session:
         # As if the HIS re-sent old events (or an operator rewound the cursor).
         await session.execute(update(HisFeedCursor).values(cursor=""))
-    await _poll(container, "w")
-    assert await _effects(container) == await _feed_ids(his_gateway)
+    await _poll(his_container, "w")
+    assert await _effects(his_container) == await _feed_ids(his_gateway)
 
 
 async def test_an_unavailable_his_changes_nothing_and_leaves_no_dead_letter(
-    container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
+    his_container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
 ) -> None:
-    _wire(container, his_gateway)
     await _make_orders(his_sim, 2)
     async with client_for(his_sim) as staff:
         await staff.put("/operator/faults", json={"mode": "error"})
-    await _poll(container, "w")
-    assert await _effects(container) == []
-    async with container.db.session() as session:
+    await _poll(his_container, "w")
+    assert await _effects(his_container) == []
+    async with his_container.db.session() as session:
         assert await jobs.current_cursor(session) is None
         assert (await outbox.counts_by_status(session))[outbox.DEAD] == 0
     async with client_for(his_sim) as staff:
         await staff.delete("/operator/faults")
-    await _poll(container, "w")  # the next scheduled poll
-    assert await _effects(container) == await _feed_ids(his_gateway)
+    await _poll(his_container, "w")  # the next scheduled poll
+    assert await _effects(his_container) == await _feed_ids(his_gateway)
 
 
 async def test_a_rejecting_his_fails_the_poll_loudly(
-    container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
+    his_container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
 ) -> None:
-    _wire(container, his_gateway)
     await _make_orders(his_sim, 1)
     async with client_for(his_sim) as staff:
         await staff.put("/operator/faults", json={"mode": "refuse"})
-    await _poll(container, "w")
-    async with container.db.session() as session:
+    await _poll(his_container, "w")
+    async with his_container.db.session() as session:
         dead = await outbox.dead_letters(session)
     assert [(j.name, j.attempts) for j in dead] == [(jobs.POLL_JOB, 1)]
     assert "refused" in (dead[0].last_error or "")
-    assert await _effects(container) == []
+    assert await _effects(his_container) == []
 
 
 async def test_a_long_feed_is_read_page_by_page_to_the_end(
-    container: Container,
+    his_container: Container,
     his_sim: Any,
     his_gateway: HttpHisGateway,
     recorder: Recorder,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(jobs, "PAGE_SIZE", 2)
-    _wire(container, his_gateway)
     await _make_orders(his_sim, 7)
-    await _poll(container, "w")  # one poll job chains the next pages itself
-    assert await _effects(container) == await _feed_ids(his_gateway)
-    async with container.db.session() as session:
+    await _poll(his_container, "w")  # one poll job chains the next pages itself
+    assert await _effects(his_container) == await _feed_ids(his_gateway)
+    async with his_container.db.session() as session:
         polls = (
             await session.execute(
                 select(func.count())
@@ -231,13 +224,13 @@ async def test_a_long_feed_is_read_page_by_page_to_the_end(
 
 
 async def test_a_page_applied_by_another_worker_is_not_applied_again(
-    container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
+    his_container: Container, his_sim: Any, his_gateway: HttpHisGateway, recorder: Recorder
 ) -> None:
     await _make_orders(his_sim, 3)
     page = await his_gateway.events(after=None)
-    async with container.db.session() as session:
+    async with his_container.db.session() as session:
         assert await jobs.apply_page(session, page, seen="") == 3
     # A second worker fetched the same page before the first committed.
-    async with container.db.session() as session:
+    async with his_container.db.session() as session:
         assert await jobs.apply_page(session, page, seen="") is None
-    assert len(await _effects(container)) == 3
+    assert len(await _effects(his_container)) == 3
