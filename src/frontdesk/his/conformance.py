@@ -294,6 +294,52 @@ class _Kit:
             raise CheckFailed("repeating the cancel did not return the first result")
         return f"register and cancel replayed the same answer ({cancelled.status.value})"
 
+    async def money_writes_refuse_safely(self) -> str:
+        """Settle and refund are checked only through refusals that move no money: a
+        settlement one fen off must be ``amount_mismatch`` (the same answer when repeated),
+        a refund of an item that does not exist must be refused."""
+        card = self.t.card_no
+        orders = self.shape(
+            "unpaid_orders",
+            await self.send("GET", f"{p.PREFIX}/orders", query=f"card_no={card}&status=unpaid"),
+        ).items
+        if not orders:
+            raise CheckFailed("the test card needs an unpaid order")
+        ids = [orders[0].order_id]
+        pre = self.shape(
+            "pre_settle",
+            await self.send(
+                "POST", f"{p.PREFIX}/orders/pre-settle", body={"card_no": card, "order_ids": ids}
+            ),
+        )
+        ref = "CONF" + secrets.token_hex(6).upper()
+        body = {
+            "card_no": card,
+            "order_ids": ids,
+            "payment_ref": ref,
+            "self_pay_fen": pre.self_pay_fen + 1,
+        }
+        key = {"Idempotency-Key": f"conformance:settle:{ref}"}
+        first = await self.send("POST", f"{p.PREFIX}/settlements", body=body, headers=key)
+        self.envelope(first, status={422}, code="amount_mismatch")
+        again = await self.send("POST", f"{p.PREFIX}/settlements", body=body, headers=key)
+        if again.status_code != first.status_code or again.json() != first.json():
+            raise CheckFailed("a repeated refused settlement did not get the same answer")
+        still = self.shape(
+            "unpaid_orders",
+            await self.send("GET", f"{p.PREFIX}/orders", query=f"card_no={card}&status=unpaid"),
+        ).items
+        if ids[0] not in {o.order_id for o in still}:
+            raise CheckFailed("a refused settlement changed the order")
+        refund = await self.send(
+            "POST",
+            f"{p.PREFIX}/refunds",
+            body={"card_no": card, "item_ids": ["NOSUCHITEM"], "refund_ref": ref},
+            headers={"Idempotency-Key": f"conformance:refund:{ref}"},
+        )
+        self.envelope(refund, status={404, 409, 422})
+        return "wrong amount and unknown item refused, nothing changed"
+
     async def event_feed_ordering(self) -> str:
         whole = self.shape(
             "events", await self.send("GET", f"{p.PREFIX}/events", query="limit=200")
@@ -339,6 +385,7 @@ CHECKS: list[tuple[str, Callable[[_Kit], Awaitable[str]]]] = [
     ("order shapes", _Kit.order_shapes),
     ("report shapes", _Kit.report_shapes),
     ("idempotency of a write", _Kit.write_idempotency),
+    ("money writes refuse safely", _Kit.money_writes_refuse_safely),
     ("event feed ordering", _Kit.event_feed_ordering),
 ]
 
