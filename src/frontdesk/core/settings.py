@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "dev-insecure-change-me"  # noqa: S105 - a marker the production check refuses
+DEMO_HIS_SECRET = "demo-his-bridge-secret-change-me"  # noqa: S105 - the demo HIS's key
 
 
 class Environment(StrEnum):
@@ -85,7 +86,7 @@ class Settings(BaseSettings):
     # The hospital's bridge agent; the default is the demo HIS (`frontdesk his-sim`).
     his_base_url: str = "http://127.0.0.1:8101"
     his_key_id: str = "demo"
-    his_secret: SecretStr = SecretStr("demo-his-bridge-secret-change-me")
+    his_secret: SecretStr = SecretStr(DEMO_HIS_SECRET)
     his_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
 
     # --- patients and cards (issue 6) ------------------------------------------------------
