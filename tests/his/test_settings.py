@@ -32,6 +32,8 @@ def test_production_accepts_a_real_bridge() -> None:
         "his_secret": "k" * 40,
         "his_key_id": "frontdesk-1",
     }
-    settings = Settings(**PROD, **real)
+    from tests.core.test_settings import production_values
+
+    settings = Settings(_env_file=None, **{**production_values(), **real})  # type: ignore[arg-type]
     assert settings.outside_urls()["his_base_url"] == "https://his-bridge.hospital.example"
     assert settings.his_timeout_seconds == 5.0
