@@ -195,6 +195,14 @@ def demo(
     asyncio.run(run_demo(settings, host=host, port=port, ports=ports))
 
 
+@app.command("config-doc")
+def config_doc() -> None:
+    """Print every setting as a Markdown table (the source of docs/configuration.md)."""
+    from frontdesk.core.settings_doc import render_markdown
+
+    typer.echo(render_markdown(), nl=False)
+
+
 @staff_app.command("totp-code")
 def staff_totp_code(
     secret: Annotated[str, typer.Argument(help="The account's TOTP secret (base32).")],
