@@ -34,6 +34,6 @@ def test_production_accepts_a_real_bridge() -> None:
     }
     from tests.core.test_settings import production_values
 
-    settings = Settings(_env_file=None, **{**production_values(), **real})  # type: ignore[arg-type]
+    settings = Settings(_env_file=None, **{**production_values(), **real})
     assert settings.outside_urls()["his_base_url"] == "https://his-bridge.hospital.example"
     assert settings.his_timeout_seconds == 5.0
