@@ -162,6 +162,24 @@ async def ensure_demo_admin(container: Any) -> str | None:
     return created.totp_secret
 
 
+async def push_menu_when_up(container: Any, *, attempts: int = 100) -> bool:
+    """Create the account's menu on the WeChat simulator once it answers (as an operator
+    would run ``frontdesk wechat push-menu`` after configuring the real account)."""
+    from frontdesk.wechat.oa.menu import push_menu
+    from frontdesk.wechat.oa.port import WeChatError
+
+    for _ in range(attempts):
+        try:
+            await push_menu(settings=container.settings, platform=container.services["wechat"],
+                            tokens=container.services["wechat_tokens"])
+        except (WeChatError, OSError):
+            await asyncio.sleep(0.2)
+            continue
+        return True
+    log.warning("demo: the WeChat simulator did not take the menu")
+    return False
+
+
 async def run_demo(
     settings: Settings,
     *,
@@ -223,10 +241,12 @@ async def run_demo(
         )
     print("\n".join(lines), flush=True)
     worker_task = asyncio.create_task(worker.run_forever())
+    menu_task = asyncio.create_task(push_menu_when_up(container))
     try:
         await asyncio.gather(*(server.serve() for server in servers))
     finally:
         stop()
+        menu_task.cancel()
         await worker_task
         from frontdesk.sims.wechat_sim import pay as pay_sim
 
