@@ -185,6 +185,20 @@ class Settings(BaseSettings):
             "wechat_oauth_authorize_url": self.wechat_oauth_authorize_url,
         }
 
+    def _wechat_problems(self) -> list[str]:
+        """The simulator's well-known WeChat credentials are refused in production."""
+        defaults = type(self).model_fields
+        problems = []
+        for name in ("wechat_appid", "wechat_appsecret", "wechat_token",
+                     "wechat_encoding_aes_key"):
+            value = getattr(self, name)
+            default = defaults[name].default
+            if isinstance(value, SecretStr):
+                value, default = value.get_secret_value(), default.get_secret_value()
+            if value == default:
+                problems.append(f"FRONTDESK_{name.upper()}: set the Official Account's value")
+        return problems
+
     def check_production(self) -> None:
         problems: list[str] = []
         if self.secret_key.get_secret_value() in {DEFAULT_SECRET, ""} or len(
@@ -198,6 +212,7 @@ class Settings(BaseSettings):
             )
         if self.simulators_enabled:
             problems.append("FRONTDESK_SIMULATORS_ENABLED: set to false in production")
+        problems.extend(self._wechat_problems())
         for name, url in self.outside_urls().items():
             if _is_loopback_url(url):
                 problems.append(

@@ -128,6 +128,7 @@ class SimPlatform:
         self.stable_token_requests = 0
         self.codes: dict[str, tuple[str, float, bool]] = {}  # code → (openid, issued, used)
         self.ticket: tuple[str, float] | None = None
+        self.ticket_requests = 0
         self.menu: dict[str, Any] | None = None
         self.sent_templates: list[dict[str, Any]] = []
         self._client_msg_ids: dict[tuple[str, str], tuple[int, float]] = {}
@@ -643,6 +644,7 @@ async def getticket(request: Request) -> JSONResponse:
     sim = _sim(request)
     if (bad := _token_guard(sim, request, "ticket")) is not None:
         return bad
+    sim.ticket_requests += 1
     if request.query_params.get("type") != "jsapi":
         return _err(40097, "invalid args")
     now = sim.clock()
