@@ -4,7 +4,7 @@ from frontdesk.core.settings import Settings, SettingsError
 
 
 def test_production_refuses_the_simulators_wechat_credentials() -> None:
-    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None)
     with pytest.raises(SettingsError) as info:
         settings.check_production()
     message = str(info.value)
@@ -20,7 +20,7 @@ def test_production_refuses_the_simulators_wechat_credentials() -> None:
 
 
 def test_real_wechat_values_pass_the_wechat_checks() -> None:
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         wechat_appid="wx1234567890abcdef",
         wechat_appsecret="s" * 32,
