@@ -97,9 +97,21 @@ async def run_load(
     return latencies, errors, elapsed
 
 
+async def reset_schema(url: str) -> None:
+    import sqlalchemy as sa
+
+    from frontdesk.core.database import create_engine
+
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+        await conn.execute(sa.text("CREATE SCHEMA public"))
+    await engine.dispose()
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))] * 1000
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] * 1000
 
 
 def main() -> None:
@@ -121,23 +133,7 @@ def main() -> None:
     }
     settings = Settings(_env_file=None, database_url=db_url)  # type: ignore[call-arg]
     if db_url.startswith("postgresql"):
-        # Start from an empty schema so the run is repeatable.
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                (
-                    "import asyncio,sqlalchemy as sa;from frontdesk.core.database import create_engine\n"
-                    "async def m():\n e=create_engine(%r)\n async with e.begin() as c:\n"
-                    "  await c.execute(sa.text('DROP SCHEMA public CASCADE'))\n"
-                    "  await c.execute(sa.text('CREATE SCHEMA public'))\n await e.dispose()\n"
-                    "asyncio.run(m())"
-                )
-                % db_url,
-            ],
-            env=env,
-            check=True,
-        )
+        asyncio.run(reset_schema(db_url))  # an empty schema: repeatable runs
     subprocess.run(
         [sys.executable, "-m", "frontdesk", "db", "upgrade"], env=env, check=True, cwd=ROOT
     )
@@ -149,7 +145,7 @@ def main() -> None:
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=open(os.environ.get("BENCH_SERVER_LOG", os.devnull), "w"),
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{args.port}"
     try:
