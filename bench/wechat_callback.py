@@ -131,7 +131,7 @@ def main() -> None:
         "FRONTDESK_WECHAT_CALLBACK_MODE": "safe",
         "PYTHONPATH": str(ROOT / "src"),
     }
-    settings = Settings(_env_file=None, database_url=db_url)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, database_url=db_url)
     if db_url.startswith("postgresql"):
         asyncio.run(reset_schema(db_url))  # an empty schema: repeatable runs
     subprocess.run(

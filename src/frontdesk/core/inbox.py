@@ -47,8 +47,8 @@ async def receive(session: AsyncSession, *, source: str, external_id: str, at: d
          "processed_at": at if result is not None else None},
         conflict_columns=["source", "external_id"],
     )
-    result = await session.execute(stmt)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    inserted = await session.execute(stmt)
+    return bool(inserted.rowcount)  # type: ignore[attr-defined]
 
 
 async def get(session: AsyncSession, *, source: str, external_id: str) -> InboxMessage | None:
