@@ -215,3 +215,15 @@ async def test_concurrent_re_deliveries_act_once(wechat_sim: Any) -> None:
         ).scalar_one()
         inbox = (await session.execute(select(func.count()).select_from(InboxMessage))).scalar_one()
     assert (texts, inbox) == (1, 1)
+
+
+async def test_fault_injection_endpoint(wechat_sim: Any) -> None:
+    async with sim_http(wechat_sim.sim_app) as http:
+        ok = await http.post("/sim/inject", json={"operation": "stable_token", "errcode": -1})
+        bad = await http.post("/sim/inject", json={"operation": "nuke", "errcode": -1})
+    assert ok.status_code == 200
+    assert bad.status_code == 422
+    with pytest.raises(WeChatUnavailable) as info:
+        await wechat_sim.client.fetch_stable_token()
+    assert info.value.errcode == -1
+    assert (await wechat_sim.client.fetch_stable_token()).token

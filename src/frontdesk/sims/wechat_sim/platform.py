@@ -764,3 +764,21 @@ async def user_info(request: Request) -> JSONResponse:
             "subscribe_time": user.followed_at,
         }
     )
+
+
+@router.post("/sim/inject")
+async def inject(request: Request) -> JSONResponse:
+    """Fault injection for demos and tests: the next ``times`` calls of ``operation``
+    (token, stable_token, template, menu, ticket, user_info) answer ``errcode``."""
+    sim = _sim(request)
+    try:
+        body = await request.json()
+        operation, errcode = str(body["operation"]), int(body["errcode"])
+        times = int(body.get("times", 1))
+    except (ValueError, KeyError, TypeError):
+        return JSONResponse({"error": "operation and errcode are required"}, status_code=422)
+    known = {"token", "stable_token", "template", "menu", "ticket", "user_info"}
+    if operation not in known or not 1 <= times <= 100:
+        return JSONResponse({"error": f"operation must be one of {sorted(known)}"}, status_code=422)
+    sim.inject(operation, errcode, times=times)
+    return JSONResponse({"operation": operation, "errcode": errcode, "times": times})
