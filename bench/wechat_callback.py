@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -155,7 +156,11 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        # CPU of the server process per message tells capacity apart from a busy machine.
+        proc = psutil.Process(server.pid)
+        cpu_before = sum(proc.cpu_times()[:2])
         latencies, errors, elapsed = asyncio.run(run_load(base, requests, args.rate))
+        server_cpu_ms = (sum(proc.cpu_times()[:2]) - cpu_before) / len(requests) * 1000
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -172,7 +177,8 @@ def main() -> None:
         f"{platform.python_version()}; uvicorn 1 worker; generator on the same machine; "
         f"load average before the run {load_before}",
         f"- messages: {len(latencies)} (safe mode, each new), errors: {errors}",
-        f"- achieved rate: {achieved:.1f} msg/s",
+        f"- achieved rate: {achieved:.1f} msg/s; server CPU per message {server_cpu_ms:.2f} ms "
+        f"(load average after the run {' '.join(f'{x:.2f}' for x in os.getloadavg())})",
         f"- latency from intended send time: p50 {p50:.1f} ms, p95 {p95:.1f} ms, "
         f"p99 {p99:.1f} ms, max {worst:.1f} ms, mean {statistics.mean(latencies) * 1000:.1f} ms",
         f"- target (200 msg/s sustained, p99 < 50 ms): **{'met' if ok else 'NOT met'}**",
