@@ -227,3 +227,33 @@ async def test_fault_injection_endpoint(wechat_sim: Any) -> None:
         await wechat_sim.client.fetch_stable_token()
     assert info.value.errcode == -1
     assert (await wechat_sim.client.fetch_stable_token()).token
+
+
+async def test_authorize_page_without_a_phone_user_lists_users_escaped(wechat_sim: Any) -> None:
+    wechat_sim.sim.add_user("<script>x</script>")
+    async with sim_http(wechat_sim.sim_app) as http:
+        page = await http.get(
+            "/connect/oauth2/authorize",
+            params={
+                "appid": wechat_sim.sim.config.appid,
+                "redirect_uri": "http://testserver/cb",
+                "response_type": "code",
+                "scope": "snsapi_base",
+                "state": "s",
+            },
+        )
+        wrong = await http.get(
+            "/connect/oauth2/authorize",
+            params={
+                "appid": "wxother",
+                "redirect_uri": "http://testserver/cb",
+                "response_type": "code",
+                "scope": "snsapi_base",
+                "state": "s",
+            },
+        )
+    assert page.status_code == 200
+    assert "<script>x" not in page.text
+    assert "&lt;script&gt;x" in page.text
+    assert wrong.status_code == 400
+    assert wechat_sim.sim.codes == {}

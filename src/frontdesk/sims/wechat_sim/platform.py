@@ -8,6 +8,7 @@ front server (signed, and encrypted in compatible/safe mode). State is in memory
 from __future__ import annotations
 
 import asyncio
+from html import escape
 import logging
 import secrets
 import time
@@ -614,7 +615,8 @@ async def authorize(request: Request) -> Response:
     if openid not in sim.users:
         # Outside the phone page the sim does not know who is holding the phone.
         links = "".join(
-            f'<li><a href="?{urlencode({**dict(q), "as_openid": u.openid})}">{u.nickname}</a></li>'
+            f'<li><a href="?{escape(urlencode({**dict(q), "as_openid": u.openid}))}">'
+            f"{escape(u.nickname)}</a></li>"
             for u in sim.users.values()
         )
         return HTMLResponse(f"<h1>模拟微信授权</h1><p>请选择用户：</p><ul>{links}</ul>")

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from frontdesk.core import inbox
+from frontdesk.core.errors import Invalid
 from frontdesk.core.sql import insert_ignoring_conflict
 from frontdesk.wechat.oa.models import (
     TEMPLATE_DELIVERED,
@@ -256,8 +257,6 @@ async def save_keyword_reply(
     """Create or change the reply of ``keyword`` (the console calls this)."""
     keyword = keyword.strip()
     if not keyword or len(keyword) > 64 or match not in {"exact", "contains"}:
-        from frontdesk.core.errors import Invalid
-
         raise Invalid("keyword must be 1-64 characters; match exact or contains")
     row = (
         await session.execute(select(KeywordReply).where(KeywordReply.keyword == keyword))
