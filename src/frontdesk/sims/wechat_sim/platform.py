@@ -8,12 +8,12 @@ front server (signed, and encrypted in compatible/safe mode). State is in memory
 from __future__ import annotations
 
 import asyncio
-from html import escape
 import logging
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
