@@ -4,7 +4,7 @@ Add one line here when a domain gains a ``models.py``.
 """
 
 from frontdesk.core import audit, inbox, outbox, scheduler  # noqa: F401
-from frontdesk.wechat.oa import models as wechat_oa_models  # noqa: F401
 from frontdesk.core.models import Base
+from frontdesk.wechat.oa import models as wechat_oa_models  # noqa: F401
 
 metadata = Base.metadata
