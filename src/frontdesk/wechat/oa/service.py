@@ -214,6 +214,14 @@ async def _to_message_board(
     )
 
 
+# Built once: this runs for every text message (plain rows, no ORM objects, cached SQL).
+_ENABLED_KEYWORDS = (
+    select(KeywordReply.keyword, KeywordReply.match, KeywordReply.reply)
+    .where(KeywordReply.enabled.is_(True))
+    .order_by(KeywordReply.priority, KeywordReply.id)
+)
+
+
 async def find_keyword_reply(
     session: AsyncSession, *, text: str, exact_only: bool = False
 ) -> str | None:
@@ -222,17 +230,7 @@ async def find_keyword_reply(
     text = text.strip()
     if not text:
         return None
-    rows = (
-        (
-            await session.execute(
-                select(KeywordReply)
-                .where(KeywordReply.enabled.is_(True))
-                .order_by(KeywordReply.priority, KeywordReply.id)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    rows = (await session.execute(_ENABLED_KEYWORDS)).all()
     for row in rows:
         if row.match == "exact" and row.keyword == text:
             return row.reply
