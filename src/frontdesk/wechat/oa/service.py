@@ -233,12 +233,12 @@ async def find_keyword_reply(
     rows = (await session.execute(_ENABLED_KEYWORDS)).all()
     for row in rows:
         if row.match == "exact" and row.keyword == text:
-            return row.reply
+            return str(row.reply)
     if exact_only:
         return None
     for row in rows:
         if row.match == "contains" and row.keyword in text:
-            return row.reply
+            return str(row.reply)
     return None
 
 
