@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.utils import check_signature as wechatpy_check_signature
 
@@ -268,3 +270,13 @@ def test_interop_xml_both_ways() -> None:
         "你好 & <b>",
         "oUSER",
     )
+
+
+@given(text=st.text(max_size=600), prefix=st.binary(min_size=16, max_size=16))
+@settings(max_examples=150, deadline=None)
+def test_encrypt_decrypt_round_trip(text: str, prefix: bytes) -> None:
+    body = text.encode("utf-8")
+    crypto = crypto_a()
+    encrypt = crypto.encrypt(body, random_prefix=prefix)
+    assert crypto.decrypt(encrypt) == body
+    assert len(base64.b64decode(encrypt)) % 32 == 0
