@@ -170,8 +170,11 @@ async def push_menu_when_up(container: Any, *, attempts: int = 100) -> bool:
 
     for _ in range(attempts):
         try:
-            await push_menu(settings=container.settings, platform=container.services["wechat"],
-                            tokens=container.services["wechat_tokens"])
+            await push_menu(
+                settings=container.settings,
+                platform=container.services["wechat"],
+                tokens=container.services["wechat_tokens"],
+            )
         except (WeChatError, OSError):
             await asyncio.sleep(0.2)
             continue

@@ -365,8 +365,9 @@ async def test_large_text_and_english(env: Any) -> None:
     assert "You have not bound a visit card yet" in home.text
 
 
-async def test_pages_are_small_and_load_nothing_from_other_hosts(env: Any, his_sim: Any,
-                                                                 sms_sim: Any) -> None:
+async def test_pages_are_small_and_load_nothing_from_other_hosts(
+    env: Any, his_sim: Any, sms_sim: Any
+) -> None:
     """Fast on a 4G phone: each page with its stylesheet is well under 100 KB, and nothing
     is fetched from another host (the CSP forbids it as well)."""
     phone, _ = await phone_of(env, "林五")

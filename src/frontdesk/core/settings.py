@@ -273,6 +273,18 @@ class Settings(BaseSettings):
             "public_base_url": self.public_base_url,
         }
 
+    def _wechat_problems(self) -> list[str]:
+        """The simulator's well-known WeChat credentials are refused in production."""
+        defaults = type(self).model_fields
+        problems = []
+        # The secrets are covered by the general demo-secret rule; the AppID is plain text.
+        for name in ("wechat_appid",):
+            value = getattr(self, name)
+            default = defaults[name].default
+            if value == default:
+                problems.append(f"FRONTDESK_{name.upper()}: set the Official Account's value")
+        return problems
+
     def check_production(self) -> None:
         problems: list[str] = []
         if (
@@ -297,6 +309,7 @@ class Settings(BaseSettings):
                 and value.get_secret_value() == field.default.get_secret_value()
             ):
                 problems.append(f"FRONTDESK_{name.upper()}: still the demo value; set the real one")
+        problems.extend(self._wechat_problems())
         for name, url in self.outside_urls().items():
             if _is_loopback_url(url):
                 problems.append(
