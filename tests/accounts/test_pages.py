@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from frontdesk.accounts.models import BindingChallenge, CardBinding, Consent
 from frontdesk.core.audit import AuditEntry
 from frontdesk.sims.his_sim.app import sim_state
-from frontdesk.wechat.oa.oauth import SESSION_COOKIE
+from frontdesk.wechat.oa.oauth_routes import SESSION_COOKIE
 from tests.accounts.helpers import SimPatient, inbox_size, last_code, sim_patients
 from tests.wechat.test_oauth import sign_in
 

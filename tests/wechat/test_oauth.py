@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from frontdesk.core.clock import FrozenClock
-from frontdesk.wechat.oa.oauth import (
+from frontdesk.wechat.oa.oauth_routes import (
     SESSION_COOKIE,
     CurrentOpenId,
     SignedInOpenId,
