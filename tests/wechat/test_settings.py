@@ -31,4 +31,4 @@ def test_real_wechat_values_pass_the_wechat_checks() -> None:
     )
     with pytest.raises(SettingsError) as info:
         settings.check_production()
-    assert "WECHAT" not in str(info.value)
+    assert "FRONTDESK_WECHAT_" not in str(info.value)
