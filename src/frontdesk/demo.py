@@ -106,6 +106,7 @@ def build_sims(
             front_base_url=web,
             callback_mode=settings.wechat_callback_mode,
             auto_deliver_events=True,
+            sms_inbox_base=settings.sms_api_base,
         )
     )
     keys = ensure_keyset(keys_dir)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -49,6 +50,18 @@ class DemoStack:
     sms: str
     var: Path
     output: Path
+
+    def settings(self) -> Any:
+        """The front server's settings in this demo (the real adapters' configuration)."""
+        from frontdesk.core.settings import Settings
+        from frontdesk.demo import DemoPorts, demo_settings
+
+        ports = DemoPorts(
+            **{k: int(getattr(self, k).rsplit(":", 1)[1]) for k in ("web", "his", "wechat", "sms")}
+        )
+        return demo_settings(
+            Settings(_env_file=None), host="127.0.0.1", ports=ports, keys_dir=self.var / "keys"
+        )
 
     def patients(self, count: int = 3) -> list[dict[str, str]]:
         """Real patients of the demo HIS (read from its own database file)."""

@@ -73,6 +73,8 @@ class SimConfig:
     templates: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
     # Push TEMPLATESENDJOBFINISH by itself (a running server); tests call flush_events().
     auto_deliver_events: bool = False
+    # The SMS simulator, whose inbox the phone page shows (binding codes); None hides it.
+    sms_inbox_base: str | None = None
 
 
 @dataclass
