@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # first retry delay (doubles each attempt, with jitter)
     worker_backoff_base_seconds: float = Field(default=2.0, gt=0)
     worker_backoff_max_seconds: float = Field(default=3600.0, gt=0)  # longest retry delay
+    # Finished jobs (and their attempt rows) are deleted after this many days; dead letters
+    # stay until staff deal with them.
+    worker_keep_done_days: int = Field(default=14, ge=1, le=3650)
     # Extra modules whose import registers job handlers (tests and plug-ins).
     worker_job_modules: list[str] = Field(default_factory=list)
 
