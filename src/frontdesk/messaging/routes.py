@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 
 from frontdesk.core import ratelimit
@@ -20,7 +20,7 @@ from frontdesk.his.port import HisError
 from frontdesk.messaging import media, service
 from frontdesk.messaging.errors import ImageTooLarge
 from frontdesk.web.deps import ContainerDep, SessionDep
-from frontdesk.web.patient import PatientScopeDep, check_csrf, render
+from frontdesk.web.patient import OpenIdDep, PatientScopeDep, check_csrf, render
 from frontdesk.wechat.oa import templates as wechat_templates
 
 router = APIRouter(prefix="/h5", include_in_schema=False)
@@ -63,6 +63,15 @@ async def _limit_posts(request: Request, openid: str) -> None:
         )
 
 
+async def _flood_guard(request: Request, openid: OpenIdDep) -> None:
+    await _limit_posts(request, openid)
+
+
+# Declared before the scope in a route's parameters, so the counter's own short transaction
+# runs before the request's transaction starts (SQLite allows one writer at a time).
+FloodGuard = Annotated[None, Depends(_flood_guard)]
+
+
 # --------------------------------------------------------------------------- board
 
 
@@ -100,6 +109,7 @@ async def board(request: Request, scope: PatientScopeDep, session: SessionDep) -
 @router.post("/messages")
 async def leave_message(
     request: Request,
+    _flood: FloodGuard,
     scope: PatientScopeDep,
     session: SessionDep,
     body: Annotated[str, Form(max_length=4000)] = "",
@@ -108,7 +118,6 @@ async def leave_message(
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     check_csrf(request, scope.openid, csrf)
-    await _limit_posts(request, scope.openid)
     settings = request.app.state.settings
     try:
         async with session.begin_nested():
@@ -175,6 +184,7 @@ async def thread_page(
 async def follow_up(
     request: Request,
     thread_id: int,
+    _flood: FloodGuard,
     scope: PatientScopeDep,
     session: SessionDep,
     body: Annotated[str, Form(max_length=4000)] = "",
@@ -182,7 +192,6 @@ async def follow_up(
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
     check_csrf(request, scope.openid, csrf)
-    await _limit_posts(request, scope.openid)
     settings = request.app.state.settings
     try:
         async with session.begin_nested():
