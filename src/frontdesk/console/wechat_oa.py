@@ -127,7 +127,22 @@ async def save_menu(
         parsed = admin.parse_menu(menu_json)
     except DomainError as exc:
         return _menu_page(request, principal, menu_json, error=exc.code, status=exc.status)
+    # Push before this request's transaction starts: the shared access token has its own
+    # short transactions, and no database lock should wait on WeChat.
+    push_error: str | None = None
+    if push == "1":
+        try:
+            await menu.push_menu(
+                settings=container.settings,
+                platform=container.services["wechat"],
+                tokens=container.services["wechat_tokens"],
+                menu=parsed,
+            )
+        except WeChatError as exc:
+            push_error = str(getattr(exc, "errcode", "") or "")
     row = await admin.save_menu(session, menu=parsed, staff_actor=principal.actor, now=now())
+    if push == "1" and push_error is None:
+        row.pushed_at = now()
     await audit.record(
         session,
         at=now(),
@@ -135,25 +150,16 @@ async def save_menu(
         action="wechat.menu",
         record_type="account_menu",
         record_id=row.id,
-        detail={"push": push == "1"},
+        detail={"push": push == "1", "push_error": push_error},
     )
-    if push != "1":
-        return RedirectResponse("/console/wechat/menu?notice=saved", status_code=303)
-    try:
-        await menu.push_menu(
-            settings=container.settings,
-            platform=container.services["wechat"],
-            tokens=container.services["wechat_tokens"],
-            menu=parsed,
-        )
-    except WeChatError as exc:
+    if push_error is not None:
         # The menu stays saved; staff see why WeChat refused it and may push again.
         return _menu_page(
             request, principal, menu_json, error="wechat_menu_push_failed", status=502,
-            notice=str(getattr(exc, "errcode", "")),
+            notice=push_error,
         )  # fmt: skip
-    row.pushed_at = now()
-    return RedirectResponse("/console/wechat/menu?notice=pushed", status_code=303)
+    notice = "pushed" if push == "1" else "saved"
+    return RedirectResponse(f"/console/wechat/menu?notice={notice}", status_code=303)
 
 
 @router.get("/deliveries")
