@@ -45,7 +45,7 @@ pytestmark = [
 ]
 
 SCRIPT = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
-PHONE = {"width": 390, "height": 844}
+PHONE: Any = {"width": 390, "height": 844}
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,11 @@ def _drain(settings: Settings) -> int:
 
 
 def _watch(page: Any, problems: list[str]) -> None:
-    page.on("dialog", lambda d: (problems.append(f"dialog {d.message}"), d.dismiss()))
+    def on_dialog(dialog: Any) -> None:
+        problems.append(f"dialog {dialog.message}")
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
 
 
 def test_patient_message_staff_reply_template_and_no_script_runs(live: Live) -> None:
