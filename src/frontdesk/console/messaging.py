@@ -13,12 +13,13 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from frontdesk.console.auth import require_role
+from frontdesk.console.auth import client_ip, require_role
 from frontdesk.console.dashboard import TileValue, register_dashboard_tile
 from frontdesk.console.models import Role
 from frontdesk.console.nav import register_nav_item
 from frontdesk.console.routes import render
 from frontdesk.console.service import Principal
+from frontdesk.core import audit
 from frontdesk.core.clock import now
 from frontdesk.core.errors import DomainError
 from frontdesk.messaging import media, service
@@ -106,6 +107,16 @@ async def thread_page(
     session: SessionDep,
     template: Annotated[int | None, Query()] = None,
 ) -> Response:
+    # Reading a patient's message is reading patient data: audited like a card lookup.
+    await audit.record(
+        session,
+        at=now(),
+        actor=principal.actor,
+        action="messaging.view",
+        record_type="board_thread",
+        record_id=thread_id,
+        ip=client_ip(request),
+    )
     draft = ""
     if template is not None:
         chosen = [t for t in await service.reply_templates(session) if t.id == template]
