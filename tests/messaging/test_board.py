@@ -77,7 +77,11 @@ async def test_message_reply_template_and_rating(env: Any, clock: FrozenClock) -
     assert await Worker(env.container).drain() == 1
     [card] = env.sim.sent_templates
     assert (card["touser"], card["template_id"]) == (openid, "TPL_MESSAGE_REPLY")
-    assert card["data"]["thing2"] == "周六上午有皮肤科专家门诊。"
+    assert card["data"] == {
+        "thing1": "请问周六有皮肤科门诊吗？",
+        "thing2": "周六上午有皮肤科专家门诊。",
+        "time3": "2026-11-27 09:07",  # 01:07 UTC, in Shanghai
+    }
 
     page = await patient.get(thread_url)
     assert "周六上午有皮肤科专家门诊。" in page.text and "已回复" in page.text

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from frontdesk.accounts.schemas import PatientScope
 from frontdesk.core import audit, outbox
+from frontdesk.core.clock import get_clock
 from frontdesk.his.port import Department, Doctor, HisGateway
 from frontdesk.messaging import media
 from frontdesk.messaging.errors import (
@@ -390,7 +391,12 @@ async def reply(
         session,
         openid=thread.openid,
         kind="message_reply",
-        data={"thing1": thread.subject[:20], "thing2": text[:20]},
+        data={
+            "thing1": thread.subject[:20],
+            "thing2": text[:20],
+            # The hospital's local time, as patients read it.
+            "time3": now.astimezone(get_clock().tz).strftime("%Y-%m-%d %H:%M"),
+        },
         url=thread_url,
         now=now,
     )
