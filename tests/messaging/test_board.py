@@ -117,7 +117,17 @@ async def test_another_account_sees_no_thread_and_no_photo(env: Any, clock: Froz
     follow = await other.post(url, data={"csrf": csrf_of(page), "body": "插一句"},
                               files={"photo": ("", b"", "application/octet-stream")})  # fmt: skip
     assert follow.status_code == 404
+    rated = await other.post(f"{url}/rate", data={"csrf": csrf_of(page), "rating": "1"})
+    assert rated.status_code == 404
+    # A card that is not bound to the account cannot be named on a message.
+    foreign = await other.post(
+        "/h5/messages",
+        data={"csrf": csrf_of(page), "body": "关联别人的卡", "card_id": "1"},
+        files={"photo": ("", b"", "application/octet-stream")},
+    )
+    assert foreign.status_code == 404
     assert await count(env, BoardPost) == 1
+    assert await count(env, BoardThread) == 1
     await owner.aclose()
     await other.aclose()
 
