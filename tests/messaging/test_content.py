@@ -215,7 +215,6 @@ async def test_hospital_pages_and_the_catalog_from_the_his(
     for doctor in doctors:
         assert f'id="doctor-{doctor.code}"' in page.text
     assert (await patient.get("/h5/hospital/departments/NOPE")).status_code == 404
-    assert sim_state(his_sim) is not None
     await patient.aclose()
     await staff.aclose()
 
@@ -286,3 +285,20 @@ async def test_keywords_menu_and_delivery_retry(env: Any, clock: FrozenClock) ->
     assert (done.state, done.client_msg_id) == ("sent", f"fd-tpl-{row_id}-r1")
     assert [t["touser"] for t in env.sim.sent_templates] == [blocked.openid]
     await staff.aclose()
+
+
+async def test_catalog_is_cached_and_an_outage_is_a_clear_503(env: Any, his_sim: Any) -> None:
+    patient, _ = await phone(env)
+    faults = sim_state(his_sim).faults
+    faults.mode, faults.count, faults.path_contains = "error", None, "/departments"
+    down = await patient.get("/h5/hospital/departments")
+    assert down.status_code == 503
+    faults.mode = None
+    up = await patient.get("/h5/hospital/departments")
+    assert up.status_code == 200
+    # Within the cache time the page does not ask the HIS again, even if it is down.
+    faults.mode = "error"
+    cached = await patient.get("/h5/hospital/departments")
+    assert cached.status_code == 200 and cached.text == up.text
+    faults.mode = None
+    await patient.aclose()
