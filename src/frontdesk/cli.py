@@ -232,8 +232,10 @@ def sms_sim(host: HostOpt = "127.0.0.1", port: PortOpt = 8103) -> None:
 
 @wechat_app.command("push-menu")
 def wechat_push_menu() -> None:
-    """Create the Official Account's custom menu from FRONTDESK_WECHAT_MENU."""
+    """Create the Official Account's custom menu: the one staff saved in the console, else
+    FRONTDESK_WECHAT_MENU."""
     from frontdesk.container import build_container
+    from frontdesk.wechat.oa.admin import saved_menu
     from frontdesk.wechat.oa.menu import push_menu
     from frontdesk.wechat.oa.port import WeChatError
 
@@ -242,10 +244,13 @@ def wechat_push_menu() -> None:
     async def run() -> int:
         container = build_container(settings)
         try:
+            async with container.db.session() as session:
+                saved = await saved_menu(session)
             menu = await push_menu(
                 settings=settings,
                 platform=container.services["wechat"],
                 tokens=container.services["wechat_tokens"],
+                menu=saved.menu if saved else None,
             )
         except WeChatError as exc:
             typer.echo(f"frontdesk: menu refused: errcode {exc.errcode} {exc.errmsg}", err=True)

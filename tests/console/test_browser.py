@@ -162,7 +162,21 @@ def test_staff_sign_in_with_totp_and_see_only_their_pages(live_console: LiveCons
             _sign_in(page, live_console, "ada")
             expect(page.get_by_test_id("who")).to_contain_text("系统管理员")
             nav = page.locator("nav.sidenav a")
-            expect(nav).to_have_text(["工作台", "就诊卡绑定", "审计日志", "接口状态", "员工账号"])
+            expect(nav).to_have_text(
+                [
+                    "工作台",
+                    "就诊卡绑定",
+                    "留言管理",
+                    "新闻与通知",
+                    "医院信息",
+                    "关键词回复",
+                    "公众号菜单",
+                    "模板消息投递",
+                    "审计日志",
+                    "接口状态",
+                    "员工账号",
+                ]
+            )
             # The stylesheet applied (CSP allows our file): the nav is laid out as a column.
             assert page.eval_on_selector("nav.sidenav", "e => getComputedStyle(e).width") == "180px"
 

@@ -553,6 +553,12 @@ async def test_the_admin_nav_and_english_pages(
     assert re.findall(r'<li><a href="([^"]+)"', chinese.text) == [
         "/console/",
         "/console/patients",
+        "/console/messages",
+        "/console/articles",
+        "/console/hospital",
+        "/console/wechat/keywords",
+        "/console/wechat/menu",
+        "/console/wechat/deliveries",
         "/console/audit",
         "/console/health",
         "/console/staff",

@@ -37,8 +37,8 @@ HOME_ENTRIES: list[dict[str, Any]] = [
     {"key": "entry_booking", "href": None},
     {"key": "entry_payments", "href": None},
     {"key": "entry_reports", "href": None},
-    {"key": "entry_messages", "href": None},
-    {"key": "entry_hospital", "href": None},
+    {"key": "entry_messages", "href": "/h5/messages"},
+    {"key": "entry_hospital", "href": "/h5/hospital"},
     {"key": "entry_cards", "href": "/h5/cards"},
 ]
 

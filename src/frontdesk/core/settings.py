@@ -161,6 +161,7 @@ class Settings(BaseSettings):
             "refund_made": "TPL_REFUND_MADE",
             "report_ready": "TPL_REPORT_READY",
             "message_reply": "TPL_MESSAGE_REPLY",
+            "hospital_notice": "TPL_HOSPITAL_NOTICE",
         }
     )
     # The custom menu as WeChat's menu/create JSON ({"button": [...]}); H5 URLs may use
@@ -227,6 +228,20 @@ class Settings(BaseSettings):
     console_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)  # how long it stays locked
     # The name authenticator apps show next to the account.
     console_totp_issuer: str = Field(default="Frontdesk", min_length=1, max_length=64)
+
+    # --- messaging, hospital pages, news and notices (issue 10) ---------------------------
+    # Photos on the message board and images in articles (checked by content; WebP, JPEG,
+    # PNG, GIF). Kept under max_body_bytes so the upload itself is accepted.
+    messaging_image_max_bytes: int = Field(default=512 * 1024, ge=1024)
+    # Flooding: messages one account may leave on the board.
+    messaging_posts_per_10_minutes: int = Field(default=5, ge=1)
+    messaging_posts_per_day: int = Field(default=30, ge=1)  # and in a day
+    # Customer service answers within this time; older unanswered messages raise an alert.
+    messaging_reply_target_minutes: int = Field(default=240, ge=1)
+    # Notice pushes are spread out to stay within WeChat's template-message rate.
+    messaging_push_per_minute: int = Field(default=600, ge=1, le=100_000)
+    # Department and doctor catalog read from the HIS is kept this long.
+    messaging_catalog_cache_seconds: int = Field(default=300, ge=0)
 
     @field_validator("hospital_timezone")
     @classmethod

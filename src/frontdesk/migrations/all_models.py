@@ -8,6 +8,7 @@ from frontdesk.console import models as console_models  # noqa: F401
 from frontdesk.core import audit, inbox, outbox, ratelimit, scheduler  # noqa: F401
 from frontdesk.core.models import Base
 from frontdesk.his import models as his_models  # noqa: F401
+from frontdesk.messaging import models as messaging_models  # noqa: F401
 from frontdesk.wechat.oa import models as wechat_oa_models  # noqa: F401
 
 metadata = Base.metadata

@@ -83,8 +83,11 @@ def create_app(
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
     from frontdesk.accounts import routes as accounts_routes
+    from frontdesk.console import messaging as messaging_console
+    from frontdesk.console import wechat_oa as wechat_console
     from frontdesk.console.patients import router as console_patients_router
     from frontdesk.console.routes import router as console_router
+    from frontdesk.messaging import routes as messaging_routes
     from frontdesk.wechat.oa import callback_routes as wechat_callback
     from frontdesk.wechat.oa import oauth_routes as wechat_oauth
     from frontdesk.wechat.pay.notify_routes import router as wechatpay_notify_router
@@ -96,4 +99,8 @@ def _domain_routers() -> list[Any]:
         accounts_routes.router,
         console_router,
         console_patients_router,
+        messaging_routes.router,
+        messaging_routes.public_router,
+        messaging_console.router,
+        wechat_console.router,
     ]

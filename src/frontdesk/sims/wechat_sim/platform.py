@@ -52,6 +52,7 @@ DEFAULT_TEMPLATES: dict[str, list[str]] = {
     "TPL_REFUND_MADE": ["thing1", "amount2", "time3"],
     "TPL_REPORT_READY": ["thing1", "thing2", "time3"],
     "TPL_MESSAGE_REPLY": ["thing1", "thing2", "time3"],
+    "TPL_HOSPITAL_NOTICE": ["thing1", "thing2", "time3"],
 }
 
 

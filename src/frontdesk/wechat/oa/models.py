@@ -113,3 +113,16 @@ class WeChatAccessToken(Base):
     refresh_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
     __table_args__ = (UniqueConstraint("appid"),)
+
+
+class AccountMenu(Base):
+    """The custom menu as staff last saved it (WeChat's menu/create JSON); when there is
+    none, the menu in settings is used. ``pushed_at`` says when it last reached WeChat."""
+
+    __tablename__ = "wechat_account_menu"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    menu: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    updated_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    pushed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

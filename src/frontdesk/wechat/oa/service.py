@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from frontdesk.core import inbox
+from frontdesk.core import inbox, outbox
 from frontdesk.core.errors import Invalid
 from frontdesk.core.sql import insert_ignoring_conflict
 from frontdesk.wechat.oa.models import (
@@ -212,6 +212,14 @@ async def _to_message_board(
             conflict_columns=["msg_id"],
         )
     )
+    # The message board picks it up from the outbox (messaging.jobs), outside this
+    # 5-second answer; the dedupe key keeps a re-delivered message to one job.
+    await outbox.enqueue(
+        session,
+        CHAT_TEXT_JOB,
+        msg_id=fields.get("MsgId", ""),
+        dedupe_key=f"{CHAT_TEXT_JOB}:{fields.get('MsgId', '')}",
+    )
 
 
 # Built once: this runs for every text message (plain rows, no ORM objects, cached SQL).
@@ -220,6 +228,25 @@ _ENABLED_KEYWORDS = (
     .where(KeywordReply.enabled.is_(True))
     .order_by(KeywordReply.priority, KeywordReply.id)
 )
+
+
+CHAT_TEXT_JOB = "messaging.chat_text"
+
+
+async def text_message(session: AsyncSession, *, msg_id: str) -> WeChatTextMessage | None:
+    """A stored chat text by its WeChat MsgId (for the message board)."""
+    return (
+        await session.execute(select(WeChatTextMessage).where(WeChatTextMessage.msg_id == msg_id))
+    ).scalar_one_or_none()
+
+
+async def mark_text_on_board(session: AsyncSession, *, msg_id: str) -> None:
+    await session.execute(
+        update(WeChatTextMessage)
+        .where(WeChatTextMessage.msg_id == msg_id)
+        .values(board_state="board")
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def find_keyword_reply(

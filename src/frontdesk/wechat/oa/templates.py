@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from frontdesk.accounts import service as accounts
@@ -36,8 +36,12 @@ KINDS = frozenset(
         "refund_made",
         "report_ready",
         "message_reply",
+        "hospital_notice",
     }
 )
+# Kinds a patient may turn off (or on) in the notification centre, and their default.
+# News and notices are opt-in; visit reminders are on unless turned off.
+OPTIONAL_KINDS: dict[str, bool] = {"hospital_notice": False, "visit_reminder": True}
 
 
 async def queue_template(
@@ -48,9 +52,13 @@ async def queue_template(
     data: dict[str, str],
     url: str | None = None,
     now: datetime | None = None,
+    run_after: datetime | None = None,
 ) -> TemplateMessage | None:
-    """Queue one template message; None (nothing written) if the user unfollowed or withdrew
-    consent to the privacy notice.
+    """Queue one template message; None (nothing written) if the user unfollowed, withdrew
+    consent to the privacy notice, or ``kind`` is optional and the account turned it off
+    (``OPTIONAL_KINDS``).
+
+    ``run_after`` delays the send (bulk pushes spread themselves within WeChat's rate).
 
     ``data`` maps the template's keyword names to plain strings (WeChat cuts each at 20
     characters; say what matters first).
@@ -63,6 +71,12 @@ async def queue_template(
         return None
     if not await accounts.may_message(session, openid=openid):
         return None  # the patient withdrew consent: the hospital sends nothing more
+    if kind in OPTIONAL_KINDS:
+        # Imported here: the messaging service itself queues template messages.
+        from frontdesk.messaging import service as messaging
+
+        if not await messaging.wants(session, openid=openid, kind=kind):
+            return None
     at = now or clock_now()
     row = TemplateMessage(
         kind=kind,
@@ -79,9 +93,69 @@ async def queue_template(
     row.client_msg_id = f"fd-tpl-{row.id}"
     await session.flush()
     await outbox.enqueue(
-        session, SEND_JOB, template_message_id=row.id, dedupe_key=f"{SEND_JOB}:{row.id}"
+        session,
+        SEND_JOB,
+        template_message_id=row.id,
+        dedupe_key=f"{SEND_JOB}:{row.id}",
+        run_after=run_after,
     )
     return row
+
+
+async def templates_for(
+    session: AsyncSession, *, openid: str, limit: int = 100
+) -> list[TemplateMessage]:
+    """Every template message queued for one account, newest first (the notification
+    centre: nothing depends on the chat history)."""
+    rows = await session.execute(
+        select(TemplateMessage)
+        .where(TemplateMessage.openid == openid)
+        .order_by(TemplateMessage.id.desc())
+        .limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def deliveries(
+    session: AsyncSession, *, state: str | None = None, limit: int = 200
+) -> list[TemplateMessage]:
+    """Template messages for the staff delivery view, newest first, optionally by state."""
+    stmt = select(TemplateMessage).order_by(TemplateMessage.id.desc()).limit(limit)
+    if state:
+        stmt = stmt.where(TemplateMessage.state == state)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def retry_failed(session: AsyncSession, *, template_message_id: int) -> bool:
+    """Send a failed template message again: back to ``queued`` with a fresh
+    ``client_msg_id`` (the failed send was not delivered) and a new send job. False if the
+    row is not failed (a second click, or someone else retried first)."""
+    row = await session.get(TemplateMessage, template_message_id)
+    if row is None or row.state != TEMPLATE_FAILED:
+        return False
+    retry_no = row.client_msg_id.count("-r") + 1
+    result = await session.execute(
+        update(TemplateMessage)
+        .where(TemplateMessage.id == row.id, TemplateMessage.state == TEMPLATE_FAILED)
+        .values(
+            state=TEMPLATE_QUEUED,
+            client_msg_id=f"fd-tpl-{row.id}-r{retry_no}",
+            errcode=None,
+            last_error=None,
+            finished_at=None,
+            delivery_status=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    await outbox.enqueue(
+        session,
+        SEND_JOB,
+        template_message_id=row.id,
+        dedupe_key=f"{SEND_JOB}:{row.id}:r{retry_no}",
+    )
+    return True
 
 
 async def failed_templates(session: AsyncSession, *, limit: int = 50) -> list[TemplateMessage]:
