@@ -389,6 +389,8 @@ class EventType(StrEnum):
     appointment_no_show = "appointment.no_show"
     window_paid = "window.paid"
     window_refunded = "window.refunded"
+    card_voided = "card.voided"  # the HIS cancelled the card
+    card_merged = "card.merged"  # the HIS merged the card into another (data: merged_into)
 
 
 @dataclass(frozen=True)

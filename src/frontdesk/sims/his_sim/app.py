@@ -605,6 +605,10 @@ class WindowRefund(_OpBody):
     item_ids: list[str] = Field(min_length=1)
 
 
+class MergeCard(_OpBody):
+    into: str = Field(min_length=1, max_length=20)
+
+
 class FaultSpec(_OpBody):
     mode: str = Field(pattern="^(latency|error|timeout|refuse|malformed)$")
     count: int | None = Field(default=None, ge=1)
@@ -683,6 +687,17 @@ def operator_router() -> APIRouter:
         return await act(
             request,
             lambda s: service.window_refund(s, card_no=body.card_no, item_ids=body.item_ids),
+        )
+
+    @r.post("/cards/{card_no}/void")
+    async def void_card(request: Request, card_no: str) -> Any:
+        return await act(request, lambda s: service.change_card(s, card_no, status="voided"))
+
+    @r.post("/cards/{card_no}/merge")
+    async def merge_card(request: Request, card_no: str, body: MergeCard) -> Any:
+        return await act(
+            request,
+            lambda s: service.change_card(s, card_no, status="merged", merged_into=body.into),
         )
 
     @r.post("/end-of-day")

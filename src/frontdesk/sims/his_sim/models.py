@@ -87,6 +87,16 @@ card = Table(
     Column("card_type", String(32), nullable=False),
 )
 
+# Cards the hospital cancelled or merged (a side table, so a demo database made before it
+# existed gains it on start).
+card_change = Table(
+    "his_card_change",
+    metadata,
+    Column("card_no", String(20), primary_key=True),
+    Column("status", String(16), nullable=False),  # voided | merged
+    Column("merged_into", String(20), nullable=True),
+)
+
 appointment = Table(
     "his_appointment",
     metadata,

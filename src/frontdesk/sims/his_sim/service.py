@@ -180,9 +180,42 @@ async def _card(session: AsyncSession, card_no: str) -> Any:
     return row
 
 
+async def change_card(
+    session: AsyncSession, card_no: str, *, status: str, merged_into: str | None = None
+) -> dict[str, Any]:
+    """Operator: cancel a card (``voided``) or merge it into another (``merged``)."""
+    await _card(session, card_no)
+    if status == "merged":
+        if not merged_into or merged_into == card_no:
+            raise SimRejected("invalid_request", "merged_into must name another card")
+        await _card(session, merged_into)
+    already = (
+        await session.execute(
+            select(m.card_change.c.status).where(m.card_change.c.card_no == card_no)
+        )
+    ).scalar_one_or_none()
+    if already is not None:
+        raise SimRejected("card_already_changed", f"the card was already {already}", 409)
+    await session.execute(
+        m.card_change.insert().values(card_no=card_no, status=status, merged_into=merged_into)
+    )
+    data: dict[str, Any] = {"card_no": card_no}
+    if merged_into:
+        data["merged_into"] = merged_into
+    await append_event(session, f"card.{status}", **data)
+    return {"card_no": card_no, "status": status, "merged_into": merged_into}
+
+
 async def verify_card(
     session: AsyncSession, *, card_no: str, holder_name: str, last4: str
 ) -> dict[str, Any]:
+    changed = (
+        await session.execute(
+            select(m.card_change.c.status).where(m.card_change.c.card_no == card_no)
+        )
+    ).scalar_one_or_none()
+    if changed is not None:
+        raise SimRejected("card_not_found", f"the card was {changed}", 404)
     row = await _card(session, card_no)
     last4 = last4.upper()
     if row.name != holder_name.strip() or last4 not in {row.id_number[-4:].upper(), row.phone[-4:]}:
