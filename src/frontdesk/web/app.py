@@ -85,6 +85,7 @@ def _domain_routers() -> list[Any]:
     from frontdesk.accounts import routes as accounts_routes
     from frontdesk.console.patients import router as console_patients_router
     from frontdesk.console.routes import router as console_router
+    from frontdesk.reports import routes as reports_routes
     from frontdesk.wechat.oa import callback as wechat_callback
     from frontdesk.wechat.oa import oauth as wechat_oauth
     from frontdesk.wechat.pay.notify import router as wechatpay_notify_router
@@ -96,4 +97,5 @@ def _domain_routers() -> list[Any]:
         accounts_routes.router,
         console_router,
         console_patients_router,
+        reports_routes.router,
     ]
