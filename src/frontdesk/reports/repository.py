@@ -117,7 +117,7 @@ async def bodies(
             CachedReport.body_expires_at > now,
         )
     )
-    return {rid: body for rid, body in rows.tuples() if body is not None}
+    return {rid: body for rid, body in rows.all() if body is not None}
 
 
 async def store_body(
