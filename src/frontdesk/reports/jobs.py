@@ -94,15 +94,14 @@ async def announce(ctx: outbox.JobContext, *, report_id: str, card_no: str) -> N
 
 
 def _message(report: Any, kind_key: str, card_no: str, tz: Any) -> dict[str, str]:
-    # Template messages are read on the lock screen: no results, only what and whose.
-    kind = translate(kind_key)
+    # Keywords of the hospital's "report ready" template (thing1, thing2, time3); messages
+    # are read on a lock screen: what and whose, never results.
     reviewed: datetime = report.reviewed_at
+    masked_card = f"{card_no[:2]}****{card_no[-4:]}" if len(card_no) > 6 else card_no
     return {
-        "first": translate("report_ready_first", kind=kind),
-        "keyword1": report.title[:20],
-        "keyword2": f"{card_no[:2]}****{card_no[-4:]}" if len(card_no) > 6 else card_no,
-        "keyword3": reviewed.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
-        "remark": translate("report_ready_remark"),
+        "thing1": f"{translate(kind_key)} {report.title}"[:20],
+        "thing2": translate("report_ready_card", card=masked_card)[:20],
+        "time3": reviewed.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
     }
 
 
