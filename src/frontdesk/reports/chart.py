@@ -20,8 +20,9 @@ from zoneinfo import ZoneInfo
 
 from frontdesk.reports.values import Mark, TrendPoint
 
-WIDTH, HEIGHT = 640, 300
-LEFT, RIGHT, TOP, BOTTOM = 58, 18, 22, 44
+# A phone-sized canvas: drawn at about 350 px wide, text stays about 11 px high.
+WIDTH, HEIGHT = 400, 250
+LEFT, RIGHT, TOP, BOTTOM = 46, 14, 22, 40
 
 LINE = "#576b95"
 BAND = "#dff3e7"
@@ -179,7 +180,7 @@ def trend_svg(
             out.append(
                 f'<line class="range-change" x1="{x0:.1f}" y1="{TOP}" x2="{x0:.1f}" '
                 f'y2="{TOP + plot_h}" stroke="{TEXT}" stroke-dasharray="5 4"/>'
-                f'<text x="{x0 + 3:.1f}" y="{TOP - 6}" font-size="11" fill="{TEXT}">'
+                f'<text x="{x0 + 3:.1f}" y="{TOP - 6}" font-size="12.5" fill="{TEXT}">'
                 f"{escape(labels.get('range_changed', ''))}</text>"
             )
     # Grid and axes.
@@ -187,19 +188,26 @@ def trend_svg(
         y = y_of(tick)
         out.append(
             f'<line x1="{LEFT}" y1="{y:.1f}" x2="{LEFT + plot_w}" y2="{y:.1f}" stroke="{GRID}"/>'
-            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
-            f'fill="{TEXT}">{escape(_fmt(tick))}</text>'
+            f'<text class="y-tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" '
+            f'font-size="12.5" fill="{TEXT}">{escape(_fmt(tick))}</text>'
         )
     out.append(
         f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" '
         f'stroke="{TEXT}"/><line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}" '
         f'stroke="{TEXT}"/>'
     )
-    dates = [points[0].at] if span <= 0 else [start + (end - start) * (i / 4) for i in range(5)]
-    for at in dates:
+    dates = [points[0].at] if span <= 0 else [start + (end - start) * (i / 2) for i in range(3)]
+    for n, at in enumerate(dates):
         x = x_of(at)
+        # The first and last labels grow inwards so they stay on the canvas.
+        anchor = (
+            "middle"
+            if len(dates) == 1 or 0 < n < len(dates) - 1
+            else ("start" if n == 0 else "end")
+        )
+        x = x if anchor == "middle" else (LEFT if n == 0 else LEFT + plot_w)
         out.append(
-            f'<text x="{x:.1f}" y="{TOP + plot_h + 18}" text-anchor="middle" font-size="11" '
+            f'<text x="{x:.1f}" y="{TOP + plot_h + 18}" text-anchor="{anchor}" font-size="12.5" '
             f'fill="{TEXT}">{at.astimezone(tz):%Y-%m-%d}</text>'
         )
     # The line through the numbers, then the points on top.
