@@ -31,10 +31,19 @@ async def fresh_list(
 
 async def listed(
     session: AsyncSession, card_no: str, *, since_at: datetime, now: datetime
-) -> list[CachedReport]:
-    """The card's cached summaries reviewed on or after ``since_at``, newest first."""
+) -> list[Any]:
+    """The card's cached summaries reviewed on or after ``since_at``, newest first (rows of
+    the summary columns only: the bodies are not read for a list)."""
     rows = await session.execute(
-        select(CachedReport)
+        select(
+            CachedReport.report_id,
+            CachedReport.card_no,
+            CachedReport.kind,
+            CachedReport.title,
+            CachedReport.department,
+            CachedReport.reviewed_at,
+            CachedReport.has_abnormal,
+        )
         .where(
             CachedReport.card_no == card_no,
             CachedReport.reviewed_at >= since_at,
@@ -42,7 +51,7 @@ async def listed(
         )
         .order_by(CachedReport.reviewed_at.desc(), CachedReport.report_id)
     )
-    return list(rows.scalars())
+    return list(rows.all())
 
 
 async def replace_list(
