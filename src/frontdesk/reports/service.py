@@ -274,11 +274,15 @@ async def _lab_history(
     tz: ZoneInfo,
     policy: ReportPolicy,
     now: datetime,
+    before: LabReport | None = None,
 ) -> list[LabReport]:
-    """Every visible lab report of the card in the history window, bodies included.
+    """The card's visible lab reports in the history window, bodies included, oldest first.
 
     Bodies not held locally are fetched from the HIS, at most ``fetch_concurrency`` at a
-    time, and kept like any other copy."""
+    time, and kept like any other copy. With ``before`` (for "changed since last time"),
+    only reports reviewed before it are read, newest first, and reading stops as soon as
+    every item of ``before`` has an earlier result: a page needs one HIS call per earlier
+    report it looks at, not one per report of the last three years."""
     since_at = _start_at(since, tz)
     labs = [
         s
@@ -287,29 +291,44 @@ async def _lab_history(
         )
         if s.kind is ReportKind.lab and _visible("lab", s.reviewed_at, since_at, policy, now)
     ]
+    need: set[str] | None = None
+    if before is not None:
+        labs = [
+            s
+            for s in labs
+            if s.report_id != before.report_id and s.reviewed_at <= before.reviewed_at
+        ]
+        need = {i.code for i in before.items}
     held = (
         await repo.bodies(session, [s.report_id for s in labs], now=now)
         if policy.cache_seconds > 0
         else {}
     )
+    gate = asyncio.Semaphore(policy.fetch_concurrency)
+
+    async def one(report_id: str) -> LabReport | ExamReport | None:
+        async with gate:
+            return await _fetch(his, report_id)
+
     reports: list[LabReport] = []
-    for body in held.values():
-        loaded = _load(body)
-        if isinstance(loaded, LabReport):
-            reports.append(loaded)
-    missing = [s.report_id for s in labs if s.report_id not in held]
-    if missing:
-        gate = asyncio.Semaphore(policy.fetch_concurrency)
-
-        async def one(report_id: str) -> LabReport | ExamReport | None:
-            async with gate:
-                return await _fetch(his, report_id)
-
+    step = policy.fetch_concurrency if need is not None else max(len(labs), 1)
+    for first in range(0, len(labs), step):
+        chunk = labs[first : first + step]
+        found: list[LabReport | ExamReport | None] = [
+            _load(held[s.report_id]) for s in chunk if s.report_id in held
+        ]
+        missing = [s.report_id for s in chunk if s.report_id not in held]
         fetched = await asyncio.gather(*(one(rid) for rid in missing))
         for report in fetched:
             if isinstance(report, LabReport) and report.card_no == card_no:
-                reports.append(report)
                 await _keep_body(session, report, policy=policy, now=now)
+        for report in [*found, *fetched]:
+            if isinstance(report, LabReport) and report.card_no == card_no:
+                reports.append(report)
+                if need is not None:
+                    need -= {i.code for i in report.items}
+        if need is not None and not need:
+            break
     reports.sort(key=lambda r: (r.sampled_at, r.report_id))
     return reports
 
@@ -415,7 +434,14 @@ async def open_report(
     if isinstance(report, LabReport):
         since = history_start(now.astimezone(tz).date(), policy.history_years)
         history = await _lab_history(
-            session, his=his, card_no=card.card_no, since=since, tz=tz, policy=policy, now=now
+            session,
+            his=his,
+            card_no=card.card_no,
+            since=since,
+            tz=tz,
+            policy=policy,
+            now=now,
+            before=report,
         )
         changes = changes_since_last_time(report, history)
     await _audit(
