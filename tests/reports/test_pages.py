@@ -274,3 +274,55 @@ async def test_the_local_copy_is_used_only_while_fresh(
     await Worker(env.container).drain()
     assert await count(env, CachedReport) == 0
     assert await count(env, CachedCardList) == 0
+
+
+def malformed_his(his_secret: str, item: dict[str, Any]) -> Any:
+    """An HIS agent that answers every report request with this one lab item (as a broken
+    agent would): no signature check needed, the bridge client only parses the answer."""
+    from frontdesk.his.bridge import HttpHisGateway
+
+    body = {
+        "kind": "lab",
+        "exam": None,
+        "lab": {
+            "report_id": "RBAD",
+            "card_no": "6100000001",
+            "title": "生化",
+            "specimen": "血清",
+            "requesting_department": "内分泌科",
+            "clinical_diagnosis": "",
+            "tester": "a",
+            "reviewer": "b",
+            "sampled_at": "2026-11-26T01:00:00+00:00",
+            "reported_at": "2026-11-26T02:00:00+00:00",
+            "reviewed_at": "2026-11-26T03:00:00+00:00",
+            "items": [item],
+        },
+    }
+    client = httpx.AsyncClient(
+        transport=httpx.MockTransport(lambda request: httpx.Response(200, json=body)),
+        base_url="http://broken-his",
+    )
+    return HttpHisGateway(
+        base_url="http://broken-his", key_id="k", secret=his_secret, attempts=1, client=client
+    )
+
+
+async def test_a_report_the_bridge_cannot_read_is_refused_cleanly(
+    env: Any, his_sim: Any, sms_sim: Any, his_secret: str
+) -> None:
+    """A field missing altogether (not just empty) or an unknown flag is a malformed HIS
+    answer: the bridge refuses it, the page says the HIS could not be read, nothing is kept."""
+    [p] = await sim_patients(his_sim, count=1)
+    phone, _ = await phone_with_cards(env, sms_sim, "张三", [p])
+    no_range = lab_item("GLU", "葡萄糖", "5.0")
+    del no_range["reference_range"]
+    odd_flag = lab_item("ALT", "丙氨酸氨基转移酶", "88", "U/L", "9-50", abnormal="HH")
+    for item in (no_range, odd_flag):
+        env.container.services["his"] = malformed_his(his_secret, item)
+        page = await phone.get("/h5/reports/RBAD")
+        assert page.status_code == 503
+        assert "医院系统暂时无法访问" in page.text
+        assert "葡萄糖" not in page.text and "丙氨酸" not in page.text
+    assert await audit_rows(env, action="report.view") == []
+    assert await count(env, CachedReport) == 0
