@@ -136,3 +136,28 @@ def test_changes_compare_with_the_latest_earlier_report_having_the_code() -> Non
 def test_history_start_is_three_years_back_even_from_29_february() -> None:
     assert history_start(date(2026, 11, 27), 3).isoformat() == "2023-11-27"
     assert history_start(date(2028, 2, 29), 3).isoformat() == "2025-02-28"
+
+
+def test_the_local_copy_reads_back_equal() -> None:
+    from frontdesk.his.port import ExamReport
+    from frontdesk.reports.service import _dump, _load
+
+    lab = report("R1", 3, item("ALT", "60", flag=AbnormalFlag.high, critical=True), item("X", ""))
+    exam = ExamReport(
+        report_id="R2",
+        card_no="6100000001",
+        title="胸部CT平扫",
+        modality="CT",
+        body_part="胸部",
+        method="平扫",
+        findings="未见异常。",
+        impression="正常。",
+        requesting_department="呼吸内科",
+        reporting_doctor="甲",
+        reviewing_doctor="乙",
+        examined_at=T,
+        reported_at=T,
+        reviewed_at=T + timedelta(hours=1),
+    )
+    assert _load(_dump(lab)) == lab
+    assert _load(_dump(exam)) == exam
