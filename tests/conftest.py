@@ -282,3 +282,10 @@ async def pay_sim(pay_keys: Any, clock: FrozenClock) -> AsyncIterator[Any]:
         yield rig
     finally:
         await rig.aclose()
+
+
+@pytest.fixture
+def his_container(container: Container, his_gateway: Any) -> Container:
+    """The ``container`` fixture whose ``services["his"]`` is the client wired to ``his_sim``."""
+    container.services["his"] = his_gateway
+    return container

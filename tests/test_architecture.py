@@ -64,8 +64,9 @@ def _modules_imported(path: Path) -> list[str]:
                 dotted = f"{node.module}.{alias.name}"
                 rel = Path(*dotted.split(".")[1:])
                 is_module = (SRC / rel).with_suffix(".py").exists() or (SRC / rel).is_dir()
-                found.append(dotted if dotted.startswith("frontdesk.") and is_module
-                             else node.module)
+                found.append(
+                    dotted if dotted.startswith("frontdesk.") and is_module else node.module
+                )
     return found
 
 

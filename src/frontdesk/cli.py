@@ -175,7 +175,13 @@ def worker() -> None:
 
 
 @app.command()
-def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
+def demo(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    his_port: Annotated[int, typer.Option(help="Port of the demo HIS.")] = 8101,
+    wechat_port: Annotated[int, typer.Option(help="Port of the WeChat simulator.")] = 8102,
+    sms_port: Annotated[int, typer.Option(help="Port of the SMS simulator.")] = 8103,
+) -> None:
     """Everything on SQLite in one process, seeded, for a first look; prints the URL."""
     from frontdesk.demo import run_demo
 
@@ -183,7 +189,45 @@ def demo(host: HostOpt = "127.0.0.1", port: PortOpt = 8000) -> None:
     if not settings.is_sqlite:
         typer.echo("frontdesk demo runs on SQLite; unset FRONTDESK_DATABASE_URL", err=True)
         raise typer.Exit(2)
-    asyncio.run(run_demo(settings, host=host, port=port))
+    from frontdesk.demo import DemoPorts
+
+    ports = DemoPorts(web=port, his=his_port, wechat=wechat_port, sms=sms_port)
+    asyncio.run(run_demo(settings, host=host, port=port, ports=ports))
+
+
+@app.command("config-doc")
+def config_doc() -> None:
+    """Print every setting as a Markdown table (the source of docs/configuration.md)."""
+    from frontdesk.core.settings_doc import render_markdown
+
+    typer.echo(render_markdown(), nl=False)
+
+
+@staff_app.command("totp-code")
+def staff_totp_code(
+    secret: Annotated[str, typer.Argument(help="The account's TOTP secret (base32).")],
+) -> None:
+    """Print the current TOTP code for a secret (for the demo; use an authenticator app)."""
+    from frontdesk.console import service as console
+    from frontdesk.core.clock import now
+
+    typer.echo(console.totp_code(secret, now()))
+
+
+@app.command("sms-sim")
+def sms_sim(host: HostOpt = "127.0.0.1", port: PortOpt = 8103) -> None:
+    """Run the SMS provider simulator (Alibaba Cloud SendSms API, inbox at /sim/inbox)."""
+    import uvicorn
+
+    from frontdesk.sims.sms_sim import create_sms_sim_app
+
+    settings = load_settings()
+    app_ = create_sms_sim_app(
+        access_key_id=settings.sms_access_key_id,
+        access_key_secret=settings.sms_access_key_secret.get_secret_value(),
+    )
+    typer.echo(f"SMS simulator: http://{host}:{port}/  inbox: /sim/inbox?phone=<number>")
+    uvicorn.run(app_, host=host, port=port, log_config=None, access_log=False)
 
 
 @wechat_app.command("push-menu")
@@ -264,6 +308,69 @@ def wechat_gen_test_keys(
     paths = write_keyset(make_keyset(), target)
     typer.echo(f"test keys written to {target}; settings for the front server:")
     typer.echo(paths["env"].read_text().rstrip())
+
+
+@app.command("his-sim")
+def his_sim(
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8101,
+    seed: Annotated[int, typer.Option(help="Seed of the generated hospital.")] = 1,
+    size: Annotated[str, typer.Option(help="small | medium | large")] = "small",
+    database_url: Annotated[str, typer.Option(help="The demo HIS's own database.")] = (
+        "sqlite+aiosqlite:///./var/his-sim.db"
+    ),
+    reset: Annotated[bool, typer.Option(help="Re-seed even if the database has data.")] = False,
+) -> None:
+    """Run the demo HIS (server side of the HIS bridge, operator page at /operator)."""
+    import uvicorn
+
+    from frontdesk.core.logging import configure_logging
+    from frontdesk.sims.his_sim.app import create_his_sim_app
+
+    settings = load_settings()
+    configure_logging(level=settings.log_level, json_lines=settings.json_logs)
+    try:
+        sim = create_his_sim_app(
+            database_url=database_url,
+            seed=seed,
+            size=size,
+            key_id=settings.his_key_id,
+            secret=settings.his_secret.get_secret_value(),
+            reset=reset,
+        )
+    except ValueError as exc:
+        typer.echo(f"frontdesk his-sim: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"demo HIS: http://{host}:{port}/his/v1/  operator: http://{host}:{port}/operator")
+    uvicorn.run(sim, host=host, port=port, log_config=None, access_log=False)
+
+
+@app.command("his-conformance")
+def his_conformance(
+    url: Annotated[str, typer.Argument(help="Base URL of the HIS bridge under test.")],
+    key_id: Annotated[str, typer.Option(help="Key id issued to the front server.")],
+    secret: Annotated[str, typer.Option(help="The key's secret.", envvar="HIS_SECRET")],
+    card_no: Annotated[str, typer.Option(help="A test card with data.")] = "6100000001",
+    holder_name: Annotated[str | None, typer.Option(help="The test card's holder.")] = None,
+    last4: Annotated[str | None, typer.Option(help="Last 4 of its ID or phone.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 10.0,
+) -> None:
+    """Check a HIS bridge implementation against the protocol; exit 1 on any failure."""
+    import httpx
+
+    from frontdesk.his.conformance import Target, check_and_report
+
+    target = Target(
+        key_id=key_id, secret=secret, card_no=card_no, holder_name=holder_name, last4=last4
+    )
+
+    async def run() -> int:
+        async with httpx.AsyncClient(base_url=url, timeout=timeout) as client:
+            return await check_and_report(client, target, typer.echo)
+
+    code = asyncio.run(run())
+    if code:
+        raise typer.Exit(code)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -571,3 +571,34 @@ def test_bad_input_is_refused_before_anything_runs() -> None:
             BindRequest(**{**good, field: value})
     with pytest.raises(ValidationError):
         BindRequest.model_validate({**good, "admin": True})
+
+
+async def test_a_card_without_a_mobile_number_cannot_get_a_code(
+    db: AsyncSession,
+    clock: FrozenClock,
+    his_gateway: Any,
+    sms_sender: Any,
+    sms_sim: Any,
+    his_sim: Any,
+) -> None:
+    from sqlalchemy import update as sql_update
+
+    from frontdesk.accounts.errors import NoPhoneOnFile
+    from frontdesk.sims.his_sim import models as m
+
+    [p] = await sim_patients(his_sim, count=1)
+    async with sim_state(his_sim).engine.begin() as conn:
+        await conn.execute(sql_update(m.patient).where(m.patient.c.name == p.name).values(phone=""))
+    await consent(db, clock)
+    with pytest.raises(NoPhoneOnFile):
+        await service.start_binding(
+            db,
+            his=his_gateway,
+            sms=sms_sender,
+            openid=ME,
+            request=req(p),
+            policy=POLICY,
+            secret=SECRET,
+            now=clock.now(),
+        )
+    assert await counts(db) == (0, 0, 0)

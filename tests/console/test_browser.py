@@ -174,7 +174,7 @@ def test_staff_sign_in_with_totp_and_see_only_their_pages(live_console: LiveCons
             expect(page).to_have_url(re.compile(r"/console/audit\?.*action=staff\.\*"))
 
             page.click("text=接口状态")
-            expect(page.locator('[data-panel="his"]')).to_contain_text("未配置")
+            expect(page.locator('[data-panel="his"]')).to_contain_text("最近一次成功轮询")
 
             page.click("text=员工账号")
             page.fill("form.stack input[name=username]", "nina")

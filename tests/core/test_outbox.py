@@ -201,3 +201,29 @@ async def test_many_workers_run_each_job_exactly_once(container: Container) -> N
         attempts = (await s.execute(select(func.count()).select_from(OutboxAttempt))).scalar()
         assert attempts == 60
     assert all(jobs_for_tests.max_overlap[j] == 1 for j in ids if j is not None)
+
+
+async def test_done_jobs_are_purged_after_the_retention_dead_letters_stay(
+    container: Container, clock: FrozenClock
+) -> None:
+    async with container.db.session() as s:
+        old = await outbox.enqueue(s, "testing.effect", label="old")
+        doomed = await outbox.enqueue(s, "testing.permanent")
+    await Worker(container, worker_id="w1").drain()
+    clock.advance(days=15)
+    async with container.db.session() as s:
+        fresh = await outbox.enqueue(s, "testing.effect", label="fresh")
+    await Worker(container, worker_id="w1").drain()
+    from frontdesk.core import jobs  # noqa: F401 - registers the housekeeping jobs
+
+    async with container.db.session() as s:  # the daily job, as the worker runs it
+        await outbox.enqueue(s, "core.purge_done_jobs")
+    await Worker(container, worker_id="w1").drain()
+    async with container.db.session() as s:
+        left = (
+            await s.execute(select(OutboxJob.id, OutboxJob.status).order_by(OutboxJob.id))
+        ).all()
+        attempts = (await s.execute(select(OutboxAttempt.job_id))).scalars().all()
+    left = [r for r in left if r[0] in (old, doomed, fresh)]
+    assert [tuple(r) for r in left] == [(doomed, "dead"), (fresh, "done")]
+    assert old not in attempts

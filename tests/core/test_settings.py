@@ -51,6 +51,7 @@ def production_values() -> dict[str, object]:
         "secret_key": GOOD_SECRET,
         "database_url": PG,
         "simulators_enabled": False,
+        "wechat_appid": "wx1234567890abcdef",
     }
     for name in make().outside_urls():
         values[name] = "https://" + name.replace("_", "-") + ".hospital.example"

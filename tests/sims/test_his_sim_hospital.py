@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,41 @@ async def test_operator_page_and_bad_operator_input(his_sim: Any) -> None:
     assert "停诊" in page.text
     assert bad.status_code == 422
     assert bad.json()["code"] == "invalid_request"
+
+
+async def test_doctor_photos_are_served(his_sim: Any, his_gateway: HttpHisGateway) -> None:
+    doctor = (await his_gateway.doctors())[0]
+    async with client_for(his_sim) as browser:
+        photo = await browser.get(doctor.photo_url)
+    assert photo.status_code == 200
+    assert photo.headers["content-type"] == "image/svg+xml"
+    assert photo.text.startswith("<svg")
+
+
+async def test_window_refund_and_latency_fault(his_sim: Any, his_gateway: HttpHisGateway) -> None:
+    card = "6100000003"
+    paid = await his_gateway.refundable_items(card_no=card)
+    assert paid  # the seed's paid, unexecuted orders
+    async with client_for(his_sim) as staff:
+        refunded = await staff.post(
+            "/operator/window-refunds", json={"card_no": card, "item_ids": [paid[0].item_id]}
+        )
+        again = await staff.post(
+            "/operator/window-refunds", json={"card_no": card, "item_ids": [paid[0].item_id]}
+        )
+    assert refunded.status_code == 200
+    assert refunded.json()["amount_fen"] == paid[0].self_pay_fen
+    assert again.status_code == 409
+    assert again.json()["code"] == "not_refundable"
+    remaining = {i.item_id for i in await his_gateway.refundable_items(card_no=card)}
+    assert paid[0].item_id not in remaining
+    async with client_for(his_sim) as staff:
+        await staff.put("/operator/faults", json={"mode": "latency", "latency_ms": 150, "count": 1})
+    started = time.perf_counter()
+    page = await his_gateway.events(after=None)  # the one delayed call
+    assert time.perf_counter() - started >= 0.15
+    assert [(e.type, e.data["amount_fen"]) for e in page.events] == [
+        ("window.refunded", paid[0].self_pay_fen)
+    ]
+    # Window refunds are not WeChat money: not in the day's settlements.
+    assert await his_gateway.day_settlements(TODAY) == []

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from frontdesk.wechat.oa.menu import push_menu
-from frontdesk.wechat.oa.oauth import SESSION_COOKIE, openid_from_cookie
+from frontdesk.wechat.oa.oauth_routes import SESSION_COOKIE, openid_from_cookie
 
 
 def phone(env: Any) -> httpx.AsyncClient:

@@ -190,3 +190,70 @@ async def test_template_send_checks(wechat_sim: Any) -> None:
     assert (await send({**good, "template_id": "NOPE"}))["errcode"] == 40037
     assert (await send({**good, "data": {"nokey": {"value": "x"}}}))["errcode"] == 47003
     assert len(sim.sent_templates) == 1
+
+
+async def test_concurrent_re_deliveries_act_once(wechat_sim: Any) -> None:
+    from frontdesk.wechat.oa.models import WeChatTextMessage
+
+    user = wechat_sim.sim.add_user("并发", following=True)
+    fields = {
+        "ToUserName": "gh",
+        "FromUserName": user.openid,
+        "CreateTime": int(wechat_sim.sim.clock()),
+        "MsgType": "text",
+        "Content": "同时到达",
+        "MsgId": 987654321,
+    }
+    deliveries = await asyncio.gather(*(wechat_sim.sim.push(fields) for _ in range(10)))
+    assert all(d.ok for d in deliveries)
+    assert {d.reply["Content"] if d.reply else None for d in deliveries} == {
+        "您的留言已收到，已转到留言板，工作人员会尽快回复。"
+    }
+    async with wechat_sim.container.db.session() as session:
+        texts = (
+            await session.execute(select(func.count()).select_from(WeChatTextMessage))
+        ).scalar_one()
+        inbox = (await session.execute(select(func.count()).select_from(InboxMessage))).scalar_one()
+    assert (texts, inbox) == (1, 1)
+
+
+async def test_fault_injection_endpoint(wechat_sim: Any) -> None:
+    async with sim_http(wechat_sim.sim_app) as http:
+        ok = await http.post("/sim/inject", json={"operation": "stable_token", "errcode": -1})
+        bad = await http.post("/sim/inject", json={"operation": "nuke", "errcode": -1})
+    assert ok.status_code == 200
+    assert bad.status_code == 422
+    with pytest.raises(WeChatUnavailable) as info:
+        await wechat_sim.client.fetch_stable_token()
+    assert info.value.errcode == -1
+    assert (await wechat_sim.client.fetch_stable_token()).token
+
+
+async def test_authorize_page_without_a_phone_user_lists_users_escaped(wechat_sim: Any) -> None:
+    wechat_sim.sim.add_user("<script>x</script>")
+    async with sim_http(wechat_sim.sim_app) as http:
+        page = await http.get(
+            "/connect/oauth2/authorize",
+            params={
+                "appid": wechat_sim.sim.config.appid,
+                "redirect_uri": "http://testserver/cb",
+                "response_type": "code",
+                "scope": "snsapi_base",
+                "state": "s",
+            },
+        )
+        wrong = await http.get(
+            "/connect/oauth2/authorize",
+            params={
+                "appid": "wxother",
+                "redirect_uri": "http://testserver/cb",
+                "response_type": "code",
+                "scope": "snsapi_base",
+                "state": "s",
+            },
+        )
+    assert page.status_code == 200
+    assert "<script>x" not in page.text
+    assert "&lt;script&gt;x" in page.text
+    assert wrong.status_code == 400
+    assert wechat_sim.sim.codes == {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.utils import check_signature as wechatpy_check_signature
 
@@ -240,3 +242,41 @@ def test_interop_url_signature_matches_wechatpy() -> None:
 def test_hostile_or_broken_xml_is_refused(body: bytes) -> None:
     with pytest.raises(XmlError):
         parse_message(body)
+
+
+def test_interop_xml_both_ways() -> None:
+    from wechatpy import parse_message as wechatpy_parse
+    from wechatpy.replies import TextReply
+
+    from frontdesk.wechat.oa.xmlmsg import text_reply
+
+    ours = text_reply(
+        to_user="oUSER",
+        from_user="gh_x",
+        create_time=1700000000,
+        content="候诊 <第3号> & ]]> 请稍等",
+    )
+    parsed = wechatpy_parse(ours)
+    assert (parsed.type, parsed.content, parsed.source, parsed.target) == (
+        "text",
+        "候诊 <第3号> & ]]> 请稍等",
+        "gh_x",
+        "oUSER",
+    )
+    theirs = TextReply(source="gh_x", target="oUSER", content="你好 & <b>").render()
+    fields = parse_message(theirs.encode())
+    assert (fields["MsgType"], fields["Content"], fields["ToUserName"]) == (
+        "text",
+        "你好 & <b>",
+        "oUSER",
+    )
+
+
+@given(text=st.text(max_size=600), prefix=st.binary(min_size=16, max_size=16))
+@settings(max_examples=150, deadline=None)
+def test_encrypt_decrypt_round_trip(text: str, prefix: bytes) -> None:
+    body = text.encode("utf-8")
+    crypto = crypto_a()
+    encrypt = crypto.encrypt(body, random_prefix=prefix)
+    assert crypto.decrypt(encrypt) == body
+    assert len(base64.b64decode(encrypt)) % 32 == 0

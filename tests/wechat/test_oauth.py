@@ -10,9 +10,10 @@ import pytest
 from fastapi import FastAPI
 
 from frontdesk.core.clock import FrozenClock
-from frontdesk.wechat.oa.oauth import (
+from frontdesk.wechat.oa.oauth_routes import (
     SESSION_COOKIE,
     CurrentOpenId,
+    SignedInOpenId,
     openid_from_cookie,
     safe_next,
 )
@@ -152,3 +153,17 @@ async def test_code_is_single_use_and_expires(wechat_sim: Any, clock: FrozenCloc
     with pytest.raises(WeChatRejected) as expired:
         await wechat_sim.client.exchange_oauth_code(late)
     assert expired.value.errcode == 40029
+
+
+async def test_signed_out_page_goes_through_sign_in_and_back(wechat_sim: Any) -> None:
+    async def mine(openid: SignedInOpenId) -> dict[str, str]:
+        return {"openid": openid}
+
+    wechat_sim.front_app.add_api_route("/h5/mine", mine)
+    first = await wechat_sim.front.get("/h5/mine?tab=2")
+    assert first.status_code == 303
+    assert first.headers["location"] == "/wechat/oauth/start?next=%2Fh5%2Fmine%3Ftab%3D2"
+    user = wechat_sim.sim.add_user("吴十")
+    signed_in, _ = await sign_in(wechat_sim, user.openid, next_url="/h5/mine?tab=2")
+    assert signed_in.headers["location"] == "/h5/mine?tab=2"
+    assert (await wechat_sim.front.get("/h5/mine?tab=2")).json() == {"openid": user.openid}

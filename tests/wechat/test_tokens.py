@@ -96,3 +96,25 @@ async def test_bad_secret_is_rejected_terminally(wechat_sim: Any) -> None:
     with pytest.raises(WeChatRejected) as info:
         await wechat_sim.tokens.get()
     assert info.value.errcode == 40125
+
+
+async def test_js_ticket_is_shared_and_signs_a_config_the_sim_accepts(wechat_sim: Any) -> None:
+    import httpx
+
+    from frontdesk.wechat.oa.tokens import jssdk_config
+
+    tickets = wechat_sim.container.services["wechat_js_tickets"]
+    url = "http://127.0.0.1:8000/h5/pay?order=9"
+    configs = await asyncio.gather(
+        *(jssdk_config(tickets, url=url, js_api_list=["chooseWXPay"]) for _ in range(10))
+    )
+    assert wechat_sim.sim.ticket is not None
+    assert wechat_sim.sim.ticket_requests == 1
+    assert wechat_sim.sim.stable_token_requests == 1
+    config = configs[0]
+    assert config["appId"] == wechat_sim.sim.config.appid
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=wechat_sim.sim_app), base_url="http://sim"
+    ) as http:
+        check = await http.post("/sim/jssdk/check", json={**config, "url": url + "#top"})
+    assert check.json() == {"ok": True}

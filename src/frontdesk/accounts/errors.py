@@ -44,3 +44,9 @@ class CardUnusable(Conflict):
 class SmsFailed(DomainError):
     code = "sms_failed"
     status = 503
+
+
+class NoPhoneOnFile(Conflict):
+    """The HIS holds no mobile number for the card, so no code can be sent to its holder."""
+
+    code = "card_no_phone"

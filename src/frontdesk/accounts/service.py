@@ -27,6 +27,7 @@ from frontdesk.accounts.errors import (
     ChallengeExpired,
     ChallengeInvalid,
     ConsentRequired,
+    NoPhoneOnFile,
     SmsFailed,
     TooManyCards,
 )
@@ -213,7 +214,9 @@ async def start_binding(
             via="his",
         )
         return BindingStarted(challenge_id=None, phone_masked=verified.phone_masked, bound=card)
-    if sms is None or not verified.sms_phone:
+    if not verified.sms_phone:
+        raise NoPhoneOnFile
+    if sms is None:
         raise SmsFailed
     challenge_id = secrets.token_hex(16)
     code = f"{secrets.randbelow(1_000_000):06d}"

@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from frontdesk.console import auditlog, dashboard, health, service
+from frontdesk.console import integrations as _integrations  # noqa: F401 - registers panels
 from frontdesk.console.auth import (
     ALL_ROLES,
     COOKIE,

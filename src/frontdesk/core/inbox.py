@@ -39,16 +39,28 @@ async def receive(
     external_id: str,
     at: datetime,
     payload: dict[str, Any] | None = None,
+    result: str | None = None,
 ) -> bool:
-    """Store an inbound message; True if it is new, False if it was seen before."""
+    """Store an inbound message; True if it is new, False if it was seen before.
+
+    A caller that knows its answer before acting may pass ``result``: the row is then
+    stored as processed in the same statement (one round trip fewer on a hot path).
+    """
     stmt = insert_ignoring_conflict(
         session,
         InboxMessage.__table__,
-        {"source": source, "external_id": external_id, "received_at": at, "payload": payload or {}},
+        {
+            "source": source,
+            "external_id": external_id,
+            "received_at": at,
+            "payload": payload or {},
+            "result": result,
+            "processed_at": at if result is not None else None,
+        },
         conflict_columns=["source", "external_id"],
     )
-    result = await session.execute(stmt)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    inserted = await session.execute(stmt)
+    return bool(inserted.rowcount)  # type: ignore[attr-defined]
 
 
 async def get(session: AsyncSession, *, source: str, external_id: str) -> InboxMessage | None:

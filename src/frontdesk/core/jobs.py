@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from frontdesk.core import outbox, ratelimit, scheduler
 
 
@@ -12,3 +14,13 @@ async def purge_rate_counters(ctx: outbox.JobContext, *, due_at: str | None = No
 
 
 scheduler.recurring("core.purge_rate_counters", "every 1h")
+
+
+@outbox.job("core.purge_done_jobs")
+async def purge_done_jobs(ctx: outbox.JobContext, *, due_at: str | None = None) -> None:
+    """Delete jobs finished more than ``worker_keep_done_days`` ago (dead letters stay)."""
+    keep = timedelta(days=ctx.container.settings.worker_keep_done_days)
+    await outbox.purge_done(ctx.session, finished_before=ctx.now - keep)
+
+
+scheduler.recurring("core.purge_done_jobs", "daily 03:30")

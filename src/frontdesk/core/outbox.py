@@ -30,6 +30,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    delete,
     func,
     or_,
     select,
@@ -484,6 +485,35 @@ async def retry_dead(session: AsyncSession, job_id: int) -> bool:
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def purge_done(
+    session: AsyncSession, *, finished_before: datetime, limit: int = 10_000
+) -> int:
+    """Delete finished (done) jobs and their attempt rows older than ``finished_before``.
+
+    Dead letters are kept until staff deal with them. Deletes in bounded batches so a
+    large backlog never holds one long transaction.
+    """
+    ids = (
+        select(OutboxJob.id)
+        .where(OutboxJob.status == DONE, OutboxJob.finished_at < finished_before)
+        .limit(limit)
+    )
+    chosen = [row[0] for row in (await session.execute(ids)).all()]
+    if not chosen:
+        return 0
+    await session.execute(
+        delete(OutboxAttempt)
+        .where(OutboxAttempt.job_id.in_(chosen))
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        delete(OutboxJob)
+        .where(OutboxJob.id.in_(chosen))
+        .execution_options(synchronize_session=False)
+    )
+    return len(chosen)
 
 
 async def counts_by_status(session: AsyncSession) -> dict[str, int]:

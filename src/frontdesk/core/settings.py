@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "dev-insecure-change-me"  # noqa: S105 - a marker the production check refuses
+DEMO_HIS_SECRET = "demo-his-bridge-secret-change-me"  # noqa: S105 - the demo HIS's key
 
 
 class Environment(StrEnum):
@@ -50,30 +51,42 @@ class Settings(BaseSettings):
     )
 
     # --- process -----------------------------------------------------------------------
-    env: Environment = Environment.development
+    env: Environment = Environment.development  # development, test or production
+    # signs sessions, links and codes; at least 32 random characters in production
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+    # SQLite (sqlite+aiosqlite:///path) or PostgreSQL (postgresql+asyncpg://user@host/db)
     database_url: str = "sqlite+aiosqlite:///./var/frontdesk.db"
+    # PostgreSQL connections kept per process (keep it small)
     db_pool_size: int = Field(default=8, ge=1, le=100)
-    db_max_overflow: int = Field(default=4, ge=0, le=100)
-    db_echo: bool = False
-    log_level: str = "INFO"
+    db_max_overflow: int = Field(default=4, ge=0, le=100)  # extra connections allowed under load
+    db_echo: bool = False  # log every SQL statement
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR
     log_json: bool | None = None  # None: JSON in production, readable otherwise
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)  # larger request bodies get 413
+    # the address patients, WeChat and WeChat Pay reach this server at
     public_base_url: str = "http://127.0.0.1:8000"
 
     # --- the hospital ------------------------------------------------------------------
-    hospital_name: str = "南京市第二医院"
-    hospital_timezone: str = "Asia/Shanghai"
+    hospital_name: str = "南京市第二医院"  # shown on pages and in messages
+    hospital_timezone: str = "Asia/Shanghai"  # the hospital's calendar day (IANA name)
 
     # --- outbox and worker ---------------------------------------------------------------
+    # how often an idle worker looks for due jobs
     worker_poll_seconds: float = Field(default=1.0, gt=0)
-    worker_batch_size: int = Field(default=10, ge=1, le=1000)
-    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    worker_batch_size: int = Field(default=10, ge=1, le=1000)  # jobs claimed at once
+    worker_concurrency: int = Field(default=4, ge=1, le=256)  # jobs run at once per worker
+    # a job whose worker died is taken over after this
     worker_lease_seconds: float = Field(default=300.0, gt=0)
+    # a job running longer is stopped and retried
     worker_job_timeout_seconds: float = Field(default=120.0, gt=0)
+    # attempts before a job becomes a dead letter
     worker_max_attempts: int = Field(default=8, ge=1, le=100)
+    # first retry delay (doubles each attempt, with jitter)
     worker_backoff_base_seconds: float = Field(default=2.0, gt=0)
-    worker_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    worker_backoff_max_seconds: float = Field(default=3600.0, gt=0)  # longest retry delay
+    # Finished jobs (and their attempt rows) are deleted after this many days; dead letters
+    # stay until staff deal with them.
+    worker_keep_done_days: int = Field(default=14, ge=1, le=3650)
     # Extra modules whose import registers job handlers (tests and plug-ins).
     worker_job_modules: list[str] = Field(default_factory=list)
 
@@ -84,44 +97,55 @@ class Settings(BaseSettings):
     # --- HIS bridge (issue 3) --------------------------------------------------------------
     # The hospital's bridge agent; the default is the demo HIS (`frontdesk his-sim`).
     his_base_url: str = "http://127.0.0.1:8101"
-    his_key_id: str = "demo"
-    his_secret: SecretStr = SecretStr("demo-his-bridge-secret-change-me")
-    his_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    his_key_id: str = "demo"  # key id the hospital issued to this front server
+    his_secret: SecretStr = SecretStr(DEMO_HIS_SECRET)  # the HMAC key of the bridge
+    his_timeout_seconds: float = Field(default=5.0, gt=0, le=120)  # timeout of one bridge call
 
     # --- patients and cards (issue 6) ------------------------------------------------------
-    accounts_max_cards: int = Field(default=10, ge=1, le=50)
+    accounts_max_cards: int = Field(default=10, ge=1, le=50)  # cards one WeChat account may bind
     # The SMS step of binding; a hospital may switch it off (the console shows it is off).
     accounts_sms_enabled: bool = True
+    # life of the texted binding code
     accounts_code_ttl_seconds: int = Field(default=300, ge=60, le=1800)
-    accounts_max_code_attempts: int = Field(default=5, ge=1, le=10)
+    accounts_max_code_attempts: int = Field(default=5, ge=1, le=10)  # wrong codes before it is void
     accounts_bind_attempts_per_hour: int = Field(default=10, ge=1)  # per account
     accounts_bind_attempts_per_card_per_hour: int = Field(default=5, ge=1)  # per card number
+    # version of the privacy notice patients accept
     accounts_privacy_notice_version: str = "2026-11"
 
     # --- SMS (Alibaba Cloud SendSms; the default is `frontdesk sms-sim`) -------------------
+    # SMS provider endpoint (production: https://dysmsapi.aliyuncs.com)
     sms_api_base: str = "http://127.0.0.1:8103"
-    sms_access_key_id: str = "demo-sms-key"
+    sms_access_key_id: str = "demo-sms-key"  # SMS provider AccessKey id
+    # SMS provider AccessKey secret
     sms_access_key_secret: SecretStr = SecretStr("demo-sms-secret-change-me")
-    sms_sign_name: str = "南京市第二医院"
-    sms_template_code: str = "SMS_000001"
-    sms_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    sms_sign_name: str = "南京市第二医院"  # approved SMS signature (签名)
+    sms_template_code: str = "SMS_000001"  # approved verification-code template
+    sms_timeout_seconds: float = Field(default=5.0, gt=0, le=60)  # timeout of one SMS call
     # --- WeChat Official Account (issue 4, wechat/oa) ------------------------------------
     # Server API base (token, template, menu, sns); production: https://api.weixin.qq.com
     wechat_api_base: str = "http://127.0.0.1:8102"
     # The OAuth consent page the phone is sent to; production:
     # https://open.weixin.qq.com/connect/oauth2/authorize
     wechat_oauth_authorize_url: str = "http://127.0.0.1:8102/connect/oauth2/authorize"
-    wechat_appid: str = "wx0000000000sim001"
+    wechat_appid: str = "wx0000000000sim001"  # the Official Account's AppID
+    # the Official Account's AppSecret
     wechat_appsecret: SecretStr = SecretStr("sim-appsecret-change-me")
+    # the callback Token set in the WeChat admin console
     wechat_token: SecretStr = SecretStr("simtoken")
     # 43 characters, Base64 without the trailing "=" (32 bytes once decoded).
     wechat_encoding_aes_key: SecretStr = SecretStr("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")
+    # message encryption mode of the callback
     wechat_callback_mode: Literal["plaintext", "compatible", "safe"] = "safe"
+    # callbacks with older timestamps are refused
     wechat_callback_max_skew_seconds: int = Field(default=300, ge=10, le=3600)
+    # larger callbacks are refused
     wechat_callback_max_bytes: int = Field(default=65_536, ge=1024, le=1_048_576)
+    # timeout of one WeChat API call
     wechat_http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # Refresh the shared access token this long before it expires.
     wechat_token_refresh_margin_seconds: int = Field(default=300, ge=0, le=3600)
+    # life of a patient's H5 sign-in
     wechat_session_max_age_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     # Dev only (simulators enabled): the simulator's phone page may frame our H5 pages.
     wechat_sim_phone_origin: str | None = "http://127.0.0.1:8102"
@@ -168,7 +192,7 @@ class Settings(BaseSettings):
     # Production base: https://api.mch.weixin.qq.com; the default is the local simulator.
     wechatpay_api_base: str = "http://127.0.0.1:8102"
     wechatpay_mchid: str = ""  # empty: WeChat Pay not configured (no "pay" service)
-    wechatpay_appid: str = ""
+    wechatpay_appid: str = ""  # the AppID payments are made under (usually the Official Account's)
     wechatpay_serial_no: str = ""  # merchant API certificate serial (hex)
     wechatpay_private_key_path: str = ""  # apiclient_key.pem
     wechatpay_private_key: SecretStr = SecretStr("")  # or the PEM itself
@@ -176,22 +200,31 @@ class Settings(BaseSettings):
     # "public_key": WeChat Pay public key + PUB_KEY_ID_…; "certificate": /v3/certificates.
     wechatpay_platform_mode: Literal["public_key", "certificate"] = "public_key"
     wechatpay_platform_public_key: str = ""  # PEM text or a file path
-    wechatpay_platform_public_key_id: str = ""
+    wechatpay_platform_public_key_id: str = ""  # id of the WeChat Pay public key (PUB_KEY_ID_...)
+    # where WeChat Pay sends notifications (public https)
     wechatpay_notify_url: str = "http://127.0.0.1:8000/wechat/pay/notify"
     wechatpay_refund_notify_url: str = ""  # empty: the one set in the merchant console
+    # timeout of one WeChat Pay call
     wechatpay_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # query interval while a payment-code payer enters the password
     wechatpay_codepay_poll_seconds: float = Field(default=5.0, gt=0)
+    # give up and reverse after this
     wechatpay_codepay_wait_seconds: float = Field(default=30.0, gt=0)
+    # larger notifications are refused
     wechatpay_notify_max_bytes: int = Field(default=65_536, ge=1024)
     # The simulator (frontdesk wechat-sim): its keys and its notify retry time scale
     # (1.0 = the real 15 s … 6 h schedule; 0.01 = a hundred times faster).
     wechatpay_sim_keys_dir: str = "var/keys"
+    # simulator only: speed of the notify retry schedule
     wechatpay_sim_time_scale: float = Field(default=1.0, gt=0)
     # --- staff console -------------------------------------------------------------------
+    # staff sessions end after this much inactivity
     console_session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # and after this long in all
     console_session_absolute_hours: int = Field(default=12, ge=1, le=7 * 24)
+    # failed sign-ins before an account locks
     console_lockout_attempts: int = Field(default=5, ge=1, le=100)
-    console_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    console_lockout_minutes: int = Field(default=15, ge=1, le=24 * 60)  # how long it stays locked
     # The name authenticator apps show next to the account.
     console_totp_issuer: str = Field(default="Frontdesk", min_length=1, max_length=64)
 
@@ -270,6 +303,18 @@ class Settings(BaseSettings):
             "public_base_url": self.public_base_url,
         }
 
+    def _wechat_problems(self) -> list[str]:
+        """The simulator's well-known WeChat credentials are refused in production."""
+        defaults = type(self).model_fields
+        problems = []
+        # The secrets are covered by the general demo-secret rule; the AppID is plain text.
+        for name in ("wechat_appid",):
+            value = getattr(self, name)
+            default = defaults[name].default
+            if value == default:
+                problems.append(f"FRONTDESK_{name.upper()}: set the Official Account's value")
+        return problems
+
     def check_production(self) -> None:
         problems: list[str] = []
         if (
@@ -294,6 +339,7 @@ class Settings(BaseSettings):
                 and value.get_secret_value() == field.default.get_secret_value()
             ):
                 problems.append(f"FRONTDESK_{name.upper()}: still the demo value; set the real one")
+        problems.extend(self._wechat_problems())
         for name, url in self.outside_urls().items():
             if _is_loopback_url(url):
                 problems.append(

@@ -22,6 +22,7 @@ log = logging.getLogger("frontdesk.worker")
 # Every domain's jobs module, imported so its handlers and recurring jobs are registered.
 JOB_MODULES: list[str] = [
     "frontdesk.core.jobs",
+    "frontdesk.his.jobs",
     "frontdesk.wechat.oa.jobs",
     "frontdesk.reports.jobs",
 ]

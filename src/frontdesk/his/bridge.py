@@ -112,10 +112,11 @@ class HttpHisGateway:
         last: HisUnavailable | None = None
         for attempt in range(1, self.attempts + 1):
             started = time.perf_counter()
-            outcome = "ok"
+            outcome = "error"  # overwritten below; stays if something unexpected escapes
             try:
                 response = await self._send(op.method, path, query_string, payload, idempotency_key)
                 result = self._parse(operation, response, adapter)
+                outcome = "ok"
                 return result
             except HisRejected as exc:
                 outcome = f"rejected:{exc.code}"

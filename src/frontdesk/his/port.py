@@ -47,10 +47,11 @@ class HisUnavailable(HisError):
 class HisRejected(HisError):
     """The HIS refused the request for a reason that retrying cannot change.
 
-    Stable codes (see docs/his-bridge.md, "Error codes"): ``not_found``, ``card_not_found``,
+    Stable codes (docs/his-bridge.md, section 4), e.g. ``not_found``, ``card_not_found``,
     ``card_mismatch``, ``schedule_suspended``, ``slot_taken``, ``slot_not_found``,
-    ``appointment_not_cancellable``, ``order_not_unpaid``, ``amount_mismatch``,
-    ``already_settled``, ``not_refundable``, ``invalid_request``, ``idempotency_key_reused``,
+    ``booking_ref_used``, ``appointment_not_cancellable``, ``order_not_unpaid``,
+    ``amount_mismatch``, ``already_settled``, ``not_refundable``, ``refund_ref_used``,
+    ``invalid_request``, ``idempotency_key_reused``; and configuration faults such as
     ``signature_invalid``, ``timestamp_out_of_window``, ``nonce_reused``, ``unknown_key``.
     """
 

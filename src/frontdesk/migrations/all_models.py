@@ -7,6 +7,7 @@ from frontdesk.accounts import models as accounts_models  # noqa: F401
 from frontdesk.console import models as console_models  # noqa: F401
 from frontdesk.core import audit, inbox, outbox, ratelimit, scheduler  # noqa: F401
 from frontdesk.core.models import Base
+from frontdesk.his import models as his_models  # noqa: F401
 from frontdesk.reports import models as reports_models  # noqa: F401
 from frontdesk.wechat.oa import models as wechat_oa_models  # noqa: F401
 

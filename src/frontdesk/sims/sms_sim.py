@@ -113,8 +113,9 @@ def create_sms_sim_app(*, access_key_id: str, access_key_secret: str, now: Any =
         return _answer("OK", "OK", BizId=biz_id)
 
     @app.get("/sim/inbox")
-    async def inbox(phone: str) -> list[dict[str, Any]]:
-        return [
+    async def inbox(phone: str) -> JSONResponse:
+        # Read by the WeChat simulator's phone page, which is served from another port.
+        messages = [
             {
                 "phone": m.phone,
                 "text": m.text,
@@ -125,5 +126,6 @@ def create_sms_sim_app(*, access_key_id: str, access_key_secret: str, now: Any =
             for m in state.messages
             if m.phone == phone
         ]
+        return JSONResponse(messages, headers={"Access-Control-Allow-Origin": "*"})
 
     return app

@@ -86,9 +86,9 @@ def _domain_routers() -> list[Any]:
     from frontdesk.console.patients import router as console_patients_router
     from frontdesk.console.routes import router as console_router
     from frontdesk.reports import routes as reports_routes
-    from frontdesk.wechat.oa import callback as wechat_callback
-    from frontdesk.wechat.oa import oauth as wechat_oauth
-    from frontdesk.wechat.pay.notify import router as wechatpay_notify_router
+    from frontdesk.wechat.oa import callback_routes as wechat_callback
+    from frontdesk.wechat.oa import oauth_routes as wechat_oauth
+    from frontdesk.wechat.pay.notify_routes import router as wechatpay_notify_router
 
     return [
         wechat_callback.router,

@@ -23,7 +23,7 @@ from frontdesk.core.errors import DomainError, Forbidden
 from frontdesk.core.i18n import translate
 from frontdesk.web.deps import SessionDep
 from frontdesk.web.errors import error_response, request_locale, wants_html
-from frontdesk.wechat.oa.oauth import current_openid
+from frontdesk.wechat.oa.oauth_routes import current_openid
 
 LARGE_TEXT_COOKIE = "fd_large_text"
 LANG_COOKIE = "lang"

@@ -16,7 +16,8 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Annotated, Any
@@ -33,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from frontdesk.core.clock import now as clock_now
 from frontdesk.core.database import create_engine
+from frontdesk.core.settings import DEMO_HIS_SECRET
 from frontdesk.core.sql import insert_ignoring_conflict
 from frontdesk.his import protocol as p
 from frontdesk.his import signing
@@ -62,7 +64,7 @@ log = logging.getLogger("frontdesk.his_sim")
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/his-sim.db"
 DEFAULT_KEY_ID = "demo"
-DEFAULT_SECRET = "demo-his-bridge-secret-change-me"  # noqa: S105 - the demo's own key
+DEFAULT_SECRET = DEMO_HIS_SECRET
 PG_SCHEMA = "his_sim"
 
 
@@ -853,9 +855,6 @@ def create_his_sim_app(
         verify_signatures=verify_signatures,
     )
 
-    from collections.abc import AsyncIterator
-    from contextlib import asynccontextmanager
-
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         empty = await _ensure_schema(engine)
@@ -905,6 +904,21 @@ def create_his_sim_app(
     async def _crash(_request: Request, exc: Exception) -> Response:
         log.exception("demo HIS failed")
         return envelope(500, "internal_error", "the HIS failed", retryable=True)
+
+    @app.get("/his-sim/photos/{doctor_code}.svg", include_in_schema=False)
+    async def photo(doctor_code: str) -> Response:
+        # A drawn placeholder portrait: the demo has no photographs of people.
+        digits = "".join(c for c in doctor_code if c.isdigit())[-4:] or "0"
+        hue = int(digits) * 47 % 360
+        svg = (
+            '<svg xmlns="http://www.w3.org/2000/svg" width="120" height="120" '
+            'viewBox="0 0 120 120">'
+            f'<rect width="120" height="120" fill="hsl({hue},45%,85%)"/>'
+            f'<circle cx="60" cy="46" r="22" fill="hsl({hue},35%,55%)"/>'
+            f'<path d="M20 112c4-26 20-38 40-38s36 12 40 38z" fill="hsl({hue},35%,55%)"/>'
+            "</svg>"
+        )
+        return Response(svg, media_type="image/svg+xml")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -22,6 +22,7 @@ from frontdesk.sims.his_sim import models as m
 
 TZ = ZoneInfo("Asia/Shanghai")
 BATCH = 5000
+COMMIT_ROWS = 200_000
 
 
 @dataclass(frozen=True)
@@ -275,12 +276,14 @@ def pre_settle_amounts(items: list[tuple[int, int]], card_type: str) -> tuple[in
 
 
 class _Writer:
-    """Buffers rows per table and inserts them in batches."""
+    """Buffers rows per table, inserts them in batches, and commits every ``COMMIT_ROWS``
+    rows so a large seed does not grow one huge transaction (or SQLite WAL file)."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.rows: dict[str, list[dict[str, Any]]] = {}
         self.tables: dict[str, Table] = {}
+        self.uncommitted = 0
 
     async def add(self, table: Table, row: dict[str, Any]) -> None:
         self.tables[table.name] = table
@@ -294,7 +297,11 @@ class _Writer:
             bucket = self.rows.get(table_name) or []
             if bucket:
                 await self.conn.execute(self.tables[table_name].insert(), bucket)
+                self.uncommitted += len(bucket)
                 self.rows[table_name] = []
+        if self.uncommitted >= COMMIT_ROWS or name is None:
+            await self.conn.commit()
+            self.uncommitted = 0
 
 
 # Items that fall rather than rise in the sick patients of this hospital (liver disease).
@@ -446,7 +453,7 @@ async def seed(
     async with engine.begin() as conn:
         await conn.run_sync(m.metadata.drop_all)
         await conn.run_sync(m.metadata.create_all)
-    async with engine.begin() as conn:
+    async with engine.connect() as conn:
         writer = _Writer(conn)
         for position, (code, name, intro) in enumerate(DEPARTMENTS):
             await writer.add(

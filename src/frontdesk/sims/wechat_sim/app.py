@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from frontdesk.sims.wechat_sim import phone, platform
+from frontdesk.sims.wechat_sim import pay, phone, platform
 from frontdesk.sims.wechat_sim.platform import SimConfig, SimPlatform
 
 
@@ -34,5 +34,7 @@ def create_sim_app(
     app.mount(
         "/phone/static", StaticFiles(directory=str(phone.HERE / "static")), name="phone-static"
     )
-    # WeChat Pay v3 (the Pay helper): app.include_router(pay.router)  <-- integrator adds
+    # WeChat Pay v3: the engine is installed by the caller (pay.install) or built from
+    # settings on first use.
+    app.include_router(pay.router)
     return app

@@ -81,7 +81,11 @@ async def phone_page(request: Request) -> HTMLResponse:
     response: HTMLResponse = templates.TemplateResponse(
         request,
         "phone.html",
-        {"account": sim.config.original_id, "front": sim.config.front_base_url},
+        {
+            "account": sim.config.original_id,
+            "front": sim.config.front_base_url,
+            "sms": sim.config.sms_inbox_base or "",
+        },
     )
     return response
 

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -72,6 +73,8 @@ class SimConfig:
     templates: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_TEMPLATES))
     # Push TEMPLATESENDJOBFINISH by itself (a running server); tests call flush_events().
     auto_deliver_events: bool = False
+    # The SMS simulator, whose inbox the phone page shows (binding codes); None hides it.
+    sms_inbox_base: str | None = None
 
 
 @dataclass
@@ -128,6 +131,7 @@ class SimPlatform:
         self.stable_token_requests = 0
         self.codes: dict[str, tuple[str, float, bool]] = {}  # code → (openid, issued, used)
         self.ticket: tuple[str, float] | None = None
+        self.ticket_requests = 0
         self.menu: dict[str, Any] | None = None
         self.sent_templates: list[dict[str, Any]] = []
         self._client_msg_ids: dict[tuple[str, str], tuple[int, float]] = {}
@@ -613,7 +617,8 @@ async def authorize(request: Request) -> Response:
     if openid not in sim.users:
         # Outside the phone page the sim does not know who is holding the phone.
         links = "".join(
-            f'<li><a href="?{urlencode({**dict(q), "as_openid": u.openid})}">{u.nickname}</a></li>'
+            f'<li><a href="?{escape(urlencode({**dict(q), "as_openid": u.openid}))}">'
+            f"{escape(u.nickname)}</a></li>"
             for u in sim.users.values()
         )
         return HTMLResponse(f"<h1>模拟微信授权</h1><p>请选择用户：</p><ul>{links}</ul>")
@@ -643,6 +648,7 @@ async def getticket(request: Request) -> JSONResponse:
     sim = _sim(request)
     if (bad := _token_guard(sim, request, "ticket")) is not None:
         return bad
+    sim.ticket_requests += 1
     if request.query_params.get("type") != "jsapi":
         return _err(40097, "invalid args")
     now = sim.clock()
@@ -762,3 +768,21 @@ async def user_info(request: Request) -> JSONResponse:
             "subscribe_time": user.followed_at,
         }
     )
+
+
+@router.post("/sim/inject")
+async def inject(request: Request) -> JSONResponse:
+    """Fault injection for demos and tests: the next ``times`` calls of ``operation``
+    (token, stable_token, template, menu, ticket, user_info) answer ``errcode``."""
+    sim = _sim(request)
+    try:
+        body = await request.json()
+        operation, errcode = str(body["operation"]), int(body["errcode"])
+        times = int(body.get("times", 1))
+    except (ValueError, KeyError, TypeError):
+        return JSONResponse({"error": "operation and errcode are required"}, status_code=422)
+    known = {"token", "stable_token", "template", "menu", "ticket", "user_info"}
+    if operation not in known or not 1 <= times <= 100:
+        return JSONResponse({"error": f"operation must be one of {sorted(known)}"}, status_code=422)
+    sim.inject(operation, errcode, times=times)
+    return JSONResponse({"operation": operation, "errcode": errcode, "times": times})

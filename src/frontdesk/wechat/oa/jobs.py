@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from frontdesk.accounts import service as accounts
 from frontdesk.core import outbox
 from frontdesk.core.outbox import JobContext, PermanentFailure, RetryLater
 from frontdesk.wechat.oa.models import (
@@ -71,6 +72,7 @@ async def send_template(ctx: JobContext, *, template_message_id: int) -> None:
             )
         ).scalar_one_or_none()
         following = row is not None and await is_following(read, openid=row.openid)
+        consenting = row is not None and await accounts.may_message(read, openid=row.openid)
     if row is None or row.state != TEMPLATE_QUEUED:
         return
     now = ctx.now
@@ -89,6 +91,17 @@ async def send_template(ctx: JobContext, *, template_message_id: int) -> None:
             at=now,
             template_id=template_id,
             error="user unfollowed before sending",
+        )
+        return
+    if not consenting:
+        await _finish(
+            ctx,
+            row.id,
+            state=TEMPLATE_FAILED,
+            errcode=None,
+            at=now,
+            template_id=template_id,
+            error="patient withdrew consent before sending",
         )
         return
     platform: WeChatPlatform = ctx.container.services["wechat"]

@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from frontdesk.core import inbox
+from frontdesk.core.errors import Invalid
 from frontdesk.core.sql import insert_ignoring_conflict
 from frontdesk.wechat.oa.models import (
     TEMPLATE_DELIVERED,
@@ -109,19 +110,26 @@ def classify(fields: dict[str, str]) -> str:
 async def handle_inbound(
     session: AsyncSession, *, fields: dict[str, str], now: datetime
 ) -> tuple[Answer, bool]:
-    """Act on one message; returns its answer and whether it was new (False: a re-delivery)."""
+    """Act on one message; returns its answer and whether it was new (False: a re-delivery).
+
+    The answer is decided first (reads only), then the message is stored in the inbox with
+    that answer in one statement; only a new message goes on to change anything.
+    """
     kind = classify(fields)
     key = dedupe_key(fields)
+    answer = await _decide(session, kind=kind, fields=fields)
     new = await inbox.receive(
-        session, source=INBOX_SOURCE, external_id=key, at=now, payload=dict(fields)
+        session,
+        source=INBOX_SOURCE,
+        external_id=key,
+        at=now,
+        payload=dict(fields),
+        result=_answer_to_result(answer),
     )
     if not new:
         stored = await inbox.get(session, source=INBOX_SOURCE, external_id=key)
         return (_answer_from_result(stored.result if stored else None), False)
-    answer = await _dispatch(session, kind=kind, fields=fields, now=now)
-    await inbox.mark_processed(
-        session, source=INBOX_SOURCE, external_id=key, at=now, result=_answer_to_result(answer)
-    )
+    await _act(session, kind=kind, fields=fields, answer=answer, now=now)
     return answer, True
 
 
@@ -140,46 +148,54 @@ def _answer_from_result(result: str | None) -> Answer:
         return Answer(text=result[5:])
     if result.startswith("code:"):
         code, *params = result[5:].split("\x1f")
-        return Answer(code=code, params=tuple(tuple(p.split("=", 1)) for p in params))  # type: ignore[misc]
+        pairs = tuple((k, v) for k, _, v in (p.partition("=") for p in params))
+        return Answer(code=code, params=pairs)
     return NO_REPLY
 
 
-async def _dispatch(
-    session: AsyncSession, *, kind: str, fields: dict[str, str], now: datetime
-) -> Answer:
-    openid = fields.get("FromUserName", "")
+async def _decide(session: AsyncSession, *, kind: str, fields: dict[str, str]) -> Answer:
+    """The passive reply for a message (reads only: nothing is changed here)."""
     if kind == "text":
-        return await _on_text(session, openid=openid, fields=fields, now=now)
+        reply = await find_keyword_reply(session, text=fields.get("Content", ""))
+        return Answer(text=reply) if reply is not None else Answer(code="wechat_board_ack")
     if kind == "event:subscribe":
-        scene = fields.get("EventKey", "").removeprefix("qrscene_") or None
-        await set_following(session, openid=openid, following=True, now=now, scene=scene)
         return Answer(code="wechat_welcome")
-    if kind == "event:unsubscribe":
-        await set_following(session, openid=openid, following=False, now=now)
-        return NO_REPLY
     if kind == "event:scan":
-        scene = fields.get("EventKey", "")
-        await set_following(session, openid=openid, following=True, now=now, scene=scene)
         return Answer(code="wechat_scan_received")
     if kind == "event:click":
         reply = await find_keyword_reply(session, text=fields.get("EventKey", ""), exact_only=True)
         return Answer(text=reply) if reply else Answer(code="wechat_menu_unknown")
-    if kind == "event:templatesendjobfinish":
-        await record_template_result(
-            session, msgid=fields.get("MsgID", ""), status=fields.get("Status", ""), now=now
-        )
-        return NO_REPLY
     # Media messages, VIEW, LOCATION and the other known events are kept in the inbox only.
     return NO_REPLY
 
 
-async def _on_text(
+async def _act(
+    session: AsyncSession, *, kind: str, fields: dict[str, str], answer: Answer, now: datetime
+) -> None:
+    """The changes a new message causes (run once per message)."""
+    openid = fields.get("FromUserName", "")
+    if kind == "text" and answer.code == "wechat_board_ack":
+        await _to_message_board(session, openid=openid, fields=fields, now=now)
+    elif kind == "event:subscribe":
+        scene = fields.get("EventKey", "").removeprefix("qrscene_") or None
+        await set_following(session, openid=openid, following=True, now=now, scene=scene)
+    elif kind == "event:unsubscribe":
+        await set_following(session, openid=openid, following=False, now=now)
+    elif kind == "event:scan":
+        await set_following(
+            session, openid=openid, following=True, now=now, scene=fields.get("EventKey", "")
+        )
+    elif kind == "event:templatesendjobfinish":
+        await record_template_result(
+            session, msgid=fields.get("MsgID", ""), status=fields.get("Status", ""), now=now
+        )
+
+
+async def _to_message_board(
     session: AsyncSession, *, openid: str, fields: dict[str, str], now: datetime
-) -> Answer:
+) -> None:
+    """A text no keyword answered: a row the message-board issue picks up."""
     content = fields.get("Content", "")
-    reply = await find_keyword_reply(session, text=content)
-    if reply is not None:
-        return Answer(text=reply)
     sent_at = datetime.fromtimestamp(int(fields.get("CreateTime", "0") or 0), now.tzinfo)
     await session.execute(
         insert_ignoring_conflict(
@@ -196,7 +212,14 @@ async def _on_text(
             conflict_columns=["msg_id"],
         )
     )
-    return Answer(code="wechat_board_ack")
+
+
+# Built once: this runs for every text message (plain rows, no ORM objects, cached SQL).
+_ENABLED_KEYWORDS = (
+    select(KeywordReply.keyword, KeywordReply.match, KeywordReply.reply)
+    .where(KeywordReply.enabled.is_(True))
+    .order_by(KeywordReply.priority, KeywordReply.id)
+)
 
 
 async def find_keyword_reply(
@@ -207,25 +230,15 @@ async def find_keyword_reply(
     text = text.strip()
     if not text:
         return None
-    rows = (
-        (
-            await session.execute(
-                select(KeywordReply)
-                .where(KeywordReply.enabled.is_(True))
-                .order_by(KeywordReply.priority, KeywordReply.id)
-            )
-        )
-        .scalars()
-        .all()
-    )
+    rows = (await session.execute(_ENABLED_KEYWORDS)).all()
     for row in rows:
         if row.match == "exact" and row.keyword == text:
-            return row.reply
+            return str(row.reply)
     if exact_only:
         return None
     for row in rows:
         if row.match == "contains" and row.keyword in text:
-            return row.reply
+            return str(row.reply)
     return None
 
 
@@ -242,8 +255,6 @@ async def save_keyword_reply(
     """Create or change the reply of ``keyword`` (the console calls this)."""
     keyword = keyword.strip()
     if not keyword or len(keyword) > 64 or match not in {"exact", "contains"}:
-        from frontdesk.core.errors import Invalid
-
         raise Invalid("keyword must be 1-64 characters; match exact or contains")
     row = (
         await session.execute(select(KeywordReply).where(KeywordReply.keyword == keyword))

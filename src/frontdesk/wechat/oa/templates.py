@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from frontdesk.accounts import service as accounts
 from frontdesk.core import outbox
 from frontdesk.core.clock import now as clock_now
 from frontdesk.wechat.oa.errors import UnknownTemplateKind
@@ -48,7 +49,8 @@ async def queue_template(
     url: str | None = None,
     now: datetime | None = None,
 ) -> TemplateMessage | None:
-    """Queue one template message; None (nothing written) if the user unfollowed.
+    """Queue one template message; None (nothing written) if the user unfollowed or withdrew
+    consent to the privacy notice.
 
     ``data`` maps the template's keyword names to plain strings (WeChat cuts each at 20
     characters; say what matters first).
@@ -59,6 +61,8 @@ async def queue_template(
         raise UnknownTemplateKind("openid and string data are required", kind=kind)
     if not await is_following(session, openid=openid):
         return None
+    if not await accounts.may_message(session, openid=openid):
+        return None  # the patient withdrew consent: the hospital sends nothing more
     at = now or clock_now()
     row = TemplateMessage(
         kind=kind,

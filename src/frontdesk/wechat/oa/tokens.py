@@ -34,18 +34,22 @@ WAIT_STEP_SECONDS = 0.02
 
 
 class TokenManager:
+    what = "access token"
+
     def __init__(
         self,
         *,
         platform: WeChatPlatform,
         sessionmaker: Any,
         appid: str,
+        key: str | None = None,
         refresh_margin_seconds: int = 300,
         wait_timeout_seconds: float = 15.0,
     ) -> None:
         self.platform = platform
         self.sessionmaker = sessionmaker
         self.appid = appid
+        self.key = key or appid
         self.margin = timedelta(seconds=refresh_margin_seconds)
         self.wait_timeout_seconds = wait_timeout_seconds
         # A per-process copy avoids a database read per call; it is only a cache of the row.
@@ -75,7 +79,7 @@ class TokenManager:
         async with self.sessionmaker() as session, session.begin():
             row = (
                 await session.execute(
-                    select(WeChatAccessToken).where(WeChatAccessToken.appid == self.appid)
+                    select(WeChatAccessToken).where(WeChatAccessToken.appid == self.key)
                 )
             ).scalar_one_or_none()
             return row  # type: ignore[no-any-return]
@@ -119,7 +123,7 @@ class TokenManager:
                 insert_ignoring_conflict(
                     session,
                     WeChatAccessToken.__table__,
-                    {"appid": self.appid, "refresh_count": 0},
+                    {"appid": self.key, "refresh_count": 0},
                     conflict_columns=["appid"],
                 )
             )
@@ -130,7 +134,7 @@ class TokenManager:
             result = await session.execute(
                 update(WeChatAccessToken)
                 .where(
-                    WeChatAccessToken.appid == self.appid,
+                    WeChatAccessToken.appid == self.key,
                     (WeChatAccessToken.lease_until_at.is_(None))
                     | (WeChatAccessToken.lease_until_at < now),
                 )
@@ -143,9 +147,7 @@ class TokenManager:
         async with self.sessionmaker() as session, session.begin():
             await session.execute(
                 update(WeChatAccessToken)
-                .where(
-                    WeChatAccessToken.appid == self.appid, WeChatAccessToken.lease_token == lease
-                )
+                .where(WeChatAccessToken.appid == self.key, WeChatAccessToken.lease_token == lease)
                 .values(lease_token=None, lease_until_at=None)
                 .execution_options(synchronize_session=False)
             )
@@ -159,23 +161,18 @@ class TokenManager:
             await self._release(lease)
             return token
         try:
-            fetched = await self.platform.fetch_stable_token(force_refresh=False)
-            if bad_token is not None and fetched.token == bad_token:
-                # The platform still hands out the token it just refused: force a new one.
-                fetched = await self.platform.fetch_stable_token(force_refresh=True)
+            value, expires_in = await self._fetch(bad_token)
         except BaseException:
             await self._release(lease)
             raise
         now = clock_now()
-        expires_at = now + timedelta(seconds=fetched.expires_in_seconds)
+        expires_at = now + timedelta(seconds=expires_in)
         async with self.sessionmaker() as session, session.begin():
             await session.execute(
                 update(WeChatAccessToken)
-                .where(
-                    WeChatAccessToken.appid == self.appid, WeChatAccessToken.lease_token == lease
-                )
+                .where(WeChatAccessToken.appid == self.key, WeChatAccessToken.lease_token == lease)
                 .values(
-                    access_token=fetched.token,
+                    access_token=value,
                     expires_at=expires_at,
                     refreshed_at=now,
                     lease_token=None,
@@ -184,9 +181,16 @@ class TokenManager:
                 )
                 .execution_options(synchronize_session=False)
             )
-        self._cached = (fetched.token, expires_at)
-        log.info("wechat access token refreshed; valid for %ss", fetched.expires_in_seconds)
-        return fetched.token
+        self._cached = (value, expires_at)
+        log.info("wechat %s refreshed; valid for %ss", self.what, expires_in)
+        return value
+
+    async def _fetch(self, bad_token: str | None) -> tuple[str, int]:
+        fetched = await self.platform.fetch_stable_token(force_refresh=False)
+        if bad_token is not None and fetched.token == bad_token:
+            # The platform still hands out the token it just refused: force a new one.
+            fetched = await self.platform.fetch_stable_token(force_refresh=True)
+        return fetched.token, fetched.expires_in_seconds
 
 
 async def call_with_token(tokens: TokenManager, call: Any) -> Any:
@@ -205,3 +209,46 @@ async def call_with_token(tokens: TokenManager, call: Any) -> Any:
         log.info("wechat answered errcode %s: refreshing the access token", exc.errcode)
         token = await tokens.invalidate(token)
         return await call(token)
+
+
+class JsTicketManager(TokenManager):
+    """The JS-SDK ``jsapi_ticket``, shared and refreshed exactly like the access token
+    (its own row, keyed ``<appid>#jsapi``); WeChat limits how often it may be fetched."""
+
+    what = "jsapi ticket"
+
+    def __init__(self, *, tokens: TokenManager, refresh_margin_seconds: int = 300) -> None:
+        super().__init__(
+            platform=tokens.platform,
+            sessionmaker=tokens.sessionmaker,
+            appid=tokens.appid,
+            key=f"{tokens.appid}#jsapi",
+            refresh_margin_seconds=refresh_margin_seconds,
+        )
+        self.tokens = tokens
+
+    async def _fetch(self, bad_token: str | None) -> tuple[str, int]:
+        ticket = await call_with_token(self.tokens, self.platform.get_js_ticket)
+        return ticket.ticket, ticket.expires_in_seconds
+
+
+async def jssdk_config(
+    tickets: JsTicketManager, *, url: str, js_api_list: list[str]
+) -> dict[str, Any]:
+    """The ``wx.config`` object for the page at ``url`` (full URL, fragment removed)."""
+    import secrets
+
+    from frontdesk.wechat.oa.crypto import jssdk_signature
+
+    ticket = await tickets.get()
+    timestamp = int(clock_now().timestamp())
+    nonce = secrets.token_hex(8)
+    return {
+        "appId": tickets.appid,
+        "timestamp": timestamp,
+        "nonceStr": nonce,
+        "signature": jssdk_signature(
+            jsapi_ticket=ticket, noncestr=nonce, timestamp=timestamp, url=url
+        ),
+        "jsApiList": list(js_api_list),
+    }

@@ -8,7 +8,7 @@ import httpx
 
 from frontdesk.core.settings import Settings
 from frontdesk.wechat.oa.client import HttpWeChatPlatform
-from frontdesk.wechat.oa.tokens import TokenManager
+from frontdesk.wechat.oa.tokens import JsTicketManager, TokenManager
 
 
 def build_platform(
@@ -24,14 +24,19 @@ def build_platform(
 
 
 def register(container: Any, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-    """Put ``services["wechat"]`` (the port) and ``services["wechat_tokens"]`` in place."""
+    """Put ``services["wechat"]`` (the port), ``["wechat_tokens"]`` (the shared access
+    token) and ``["wechat_js_tickets"]`` (the shared JS-SDK ticket) in place."""
     settings: Settings = container.settings
     platform = build_platform(settings, transport=transport)
     container.services["wechat"] = platform
-    container.services["wechat_tokens"] = TokenManager(
+    tokens = TokenManager(
         platform=platform,
         sessionmaker=container.db.sessionmaker,
         appid=settings.wechat_appid,
         refresh_margin_seconds=settings.wechat_token_refresh_margin_seconds,
+    )
+    container.services["wechat_tokens"] = tokens
+    container.services["wechat_js_tickets"] = JsTicketManager(
+        tokens=tokens, refresh_margin_seconds=settings.wechat_token_refresh_margin_seconds
     )
     container.add_closer(platform.aclose)

@@ -1,6 +1,6 @@
 """Handling one WeChat Pay notification: verify, decrypt, store once, dispatch.
 
-Framework-free so it can be tested and reused (the route in ``notify.py`` only reads the raw
+Framework-free so it can be tested and reused (the route in ``notify_routes.py`` only reads the raw
 body and turns the outcome into the HTTP answer WeChat Pay expects).
 """
 
@@ -19,7 +19,7 @@ from frontdesk.core import inbox
 from frontdesk.wechat.pay import events
 from frontdesk.wechat.pay.port import WeChatPay
 
-log = logging.getLogger("frontdesk.wechat.pay.notify")
+log = logging.getLogger("frontdesk.wechat.pay.notify_routes")
 
 INBOX_SOURCE = "wxpay"
 

@@ -185,6 +185,60 @@
   });
   $("btn-back").addEventListener("click", closeFrame);
 
+  // --- WeChat Pay in the phone ---------------------------------------------------------
+  // An H5 page inside the frame asks for getBrandWCPayRequest by posting
+  // {type: "wechat-sim-pay-request", params: {...}} to its parent (this page), standing in
+  // for WeixinJSBridge. The pay sheet (served by the Pay simulator) checks paySign and
+  // posts {type: "wechat-sim-pay", result} back; the result goes to the H5 frame.
+  function frontOrigin() {
+    try { return new URL(state.data ? state.data.front : "").origin; } catch (e) { return null; }
+  }
+
+  window.addEventListener("message", function (ev) {
+    var msg = ev.data || {};
+    if (msg.type === "wechat-sim-pay-request" && ev.origin === frontOrigin()) {
+      var p = msg.params || {};
+      var query = ["appId", "timeStamp", "nonceStr", "package", "signType", "paySign"]
+        .map(function (k) { return k + "=" + encodeURIComponent(p[k] || ""); }).join("&");
+      $("pay-frame").src = "/sim/pay/sheet?" + query;
+      $("pay-hook").hidden = false;
+    } else if (msg.type === "wechat-sim-pay" && ev.origin === window.location.origin) {
+      $("pay-hook").hidden = true;
+      $("pay-frame").src = "about:blank";
+      var frame = $("h5-frame").contentWindow;
+      if (frame && frontOrigin()) {
+        frame.postMessage({ type: "wechat-sim-pay-result", result: msg.result }, frontOrigin());
+      }
+    }
+  });
+
+  $("paycode").addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var scenario = ev.target.elements.scenario.value;
+    fetch("/sim/pay/auth-code?scenario=" + encodeURIComponent(scenario))
+      .then(function (r) { return r.json(); })
+      .then(function (data) {
+        var code = data.auth_code || "";
+        $("paycode-digits").textContent = code.replace(/(\d{4})(?=\d)/g, "$1 ");
+      }).catch(fail);
+  });
+
+  var sms = $("sms");
+  if (sms) {
+    sms.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var phone = ev.target.elements.phone.value;
+      fetch(sms.dataset.base + "/sim/inbox?phone=" + encodeURIComponent(phone))
+        .then(function (r) { return r.json(); })
+        .then(function (messages) {
+          var list = $("sms-list");
+          list.textContent = "";
+          messages.slice().reverse().forEach(function (m) { list.appendChild(el("li", "", m.text)); });
+          if (!messages.length) { list.appendChild(el("li", "muted", "没有短信")); }
+        }).catch(fail);
+    });
+  }
+
   if (state.openid) { api("select", { openid: state.openid }).catch(function () {}); }
   refresh();
   setInterval(refresh, 2000);

@@ -19,7 +19,7 @@ from frontdesk.web.deps import ContainerDep, SessionDep
 from frontdesk.wechat.pay.notifications import handle_notification
 from frontdesk.wechat.pay.port import NotificationRejected
 
-log = logging.getLogger("frontdesk.wechat.pay.notify")
+log = logging.getLogger("frontdesk.wechat.pay.notify_routes")
 
 NOTIFY_PATH = "/wechat/pay/notify"
 

@@ -19,7 +19,7 @@ import secrets
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
@@ -224,3 +224,20 @@ def current_openid(request: Request) -> str | None:
 
 
 CurrentOpenId = Annotated[str | None, Depends(current_openid)]
+
+
+def signed_in_openid(request: Request) -> str:
+    """Dependency for H5 pages that need a patient: the openid, or a redirect through
+    WeChat sign-in that comes back to this same page."""
+    openid = current_openid(request)
+    if openid is not None:
+        return openid
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    raise HTTPException(
+        status_code=303,
+        detail="sign_in_required",
+        headers={"Location": f"/wechat/oauth/start?next={quote(here, safe='')}"},
+    )
+
+
+SignedInOpenId = Annotated[str, Depends(signed_in_openid)]

@@ -1,0 +1,77 @@
+"""The conformance kit passes against the demo HIS and fails against a broken one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from frontdesk.his.conformance import CHECKS, Target, check_and_report, run_checks
+from frontdesk.sims.his_sim.app import sim_state
+from tests.sims.his_helpers import card_holder, client_for
+
+
+async def _with_events(his_sim: Any, count: int = 12) -> None:
+    async with client_for(his_sim) as staff:
+        for n in range(count):
+            response = await staff.post(
+                "/operator/orders",
+                json={
+                    "card_no": "6100000001",
+                    "kind": "lab",
+                    "title": f"检验{n}",
+                    "items": [{"name": "空腹血糖", "quantity": 1, "unit_price_fen": 500}],
+                },
+            )
+            assert response.status_code == 200
+
+
+async def _target(his_sim: Any, secret: str) -> Target:
+    name, id_number, _phone, _ = await card_holder(his_sim, "6100000001")
+    return Target(
+        key_id="test-key",
+        secret=secret,
+        card_no="6100000001",
+        holder_name=name,
+        last4=id_number[-4:],
+    )
+
+
+async def test_the_demo_his_conforms(his_sim: Any, his_secret: str) -> None:
+    await _with_events(his_sim)
+    lines: list[str] = []
+    async with client_for(his_sim) as client:
+        code = await check_and_report(client, await _target(his_sim, his_secret), lines.append)
+    assert code == 0, lines[0]
+    table = lines[0]
+    assert f"{len(CHECKS)} passed, 0 failed" in table
+    assert "12 event(s) in order" in table
+
+
+async def test_the_kit_fails_a_his_that_does_not_check_signatures(
+    his_sim: Any, his_secret: str
+) -> None:
+    await _with_events(his_sim, 3)
+    sim_state(his_sim).verify_signatures = False  # the deliberately broken variant
+    async with client_for(his_sim) as client:
+        target = await _target(his_sim, his_secret)
+        results = {r.name: r for r in await run_checks(client, target)}
+        lines: list[str] = []
+        code = await check_and_report(client, target, lines.append)
+    failed = sorted(name for name, r in results.items() if not r.passed)
+    assert failed == [
+        "forged signature refused",
+        "nonce replay refused",
+        "signature required",
+        "stale timestamp refused",
+    ]
+    assert results["signature required"].detail == "expected HTTP [401], got 200"
+    assert code == 1
+    assert "FAIL" in lines[0]
+
+
+async def test_the_kit_fails_a_his_with_broken_responses(his_sim: Any, his_secret: str) -> None:
+    async with client_for(his_sim) as staff:
+        await staff.put("/operator/faults", json={"mode": "malformed", "path_contains": "/reports"})
+    async with client_for(his_sim) as client:
+        results = {r.name: r for r in await run_checks(client, await _target(his_sim, his_secret))}
+    assert not results["report shapes"].passed
+    assert results["catalog shapes"].passed
