@@ -201,7 +201,7 @@ async def main(args: argparse.Namespace) -> None:
 
                 prof = cProfile.Profile()
                 prof.enable()
-                await timed(phone, args.profile, 30, warmup=0)
+                await timed(phone, trend_url if args.profile == "trend" else args.profile, 30, 0)
                 prof.disable()
                 pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
             if concurrency == 8:

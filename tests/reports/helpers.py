@@ -10,8 +10,10 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select, update
 
+from frontdesk.core import outbox
 from frontdesk.core.audit import AuditEntry
-from frontdesk.his import events
+from frontdesk.core.worker import Worker
+from frontdesk.his import jobs as his_jobs
 from frontdesk.sims.his_sim import models as m
 from frontdesk.sims.his_sim.app import sim_state
 from tests.accounts.helpers import SimPatient, sim_patients
@@ -135,18 +137,12 @@ async def count(env: Any, model: Any, **where: Any) -> int:
         return int((await s.execute(stmt)).scalar_one())
 
 
-async def apply_his_events(container: Any, his: Any, after: str | None = None) -> str | None:
-    """Read the HIS event feed and run the registered handlers for each event in one
-    transaction, as the poller (``his.jobs``) does; returns the last cursor."""
-    page = await his.events(after=after, limit=100)
+async def poll_his(container: Any) -> int:
+    """Run the real HIS event poller (``his.poll_events``) and whatever it queues, as the
+    worker would; returns how many jobs ran."""
     async with container.db.session() as session:
-        for event in page.events:
-            ctx = events.EventContext(
-                session=session, event=event, now=container.clock.now(), container=container
-            )
-            for handler in events.handlers_for(event.type):
-                await handler(ctx)
-    return page.next_cursor or after
+        await outbox.enqueue(session, his_jobs.POLL_JOB)
+    return await Worker(container).drain()
 
 
 def report_links(page: httpx.Response) -> list[str]:

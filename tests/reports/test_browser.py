@@ -32,7 +32,6 @@ from frontdesk.core import migrate
 from frontdesk.core.clock import get_clock, set_clock
 from frontdesk.core.database import create_engine
 from frontdesk.core.settings import Settings
-from frontdesk.core.worker import Worker
 from frontdesk.his.bridge import HttpHisGateway
 from frontdesk.reports import jobs as _report_jobs  # noqa: F401 - registers the handlers
 from frontdesk.sims.his_sim import service as his_sim_service
@@ -42,7 +41,7 @@ from frontdesk.sims.wechat_sim.platform import SimConfig
 from frontdesk.web.app import create_app
 from frontdesk.wechat.oa import jobs as _wechat_jobs  # noqa: F401 - registers the send job
 from tests.accounts.helpers import sim_patients
-from tests.reports.helpers import apply_his_events, lab_item, put_lab_report
+from tests.reports.helpers import lab_item, poll_his, put_lab_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
@@ -147,7 +146,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 secret=settings.secret_key.get_secret_value(),
                 now=now,
             )
-        cursor = await apply_his_events(container, his)
+        await poll_his(container)
         for n, (days, value, flag, critical) in enumerate(
             [(200, "5.4", "normal", False), (90, "7.9", "high", False), (0, "25.3", "high", True)]
         ):
@@ -165,8 +164,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             )
         async with AsyncSession(sim_state(his_app).engine) as s, s.begin():
             await his_sim_service.review_report(s, "RB2")
-        await apply_his_events(container, his, after=cursor)
-        await Worker(container).drain()
+        await poll_his(container)
         result.message = next(
             m
             for m in sim_app.state.platform.sent_templates

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from frontdesk.core.clock import FrozenClock
-from frontdesk.reports.models import CachedCardList, CachedReport
+from frontdesk.reports.models import CachedCardList, CachedLabItem, CachedReport
 from tests.reports.helpers import (
     audit_rows,
     count,
@@ -104,6 +104,7 @@ async def test_a_bad_filter_is_refused_and_reads_nothing(
     assert report_links(page) == []
     assert await audit_rows(env, action="report.list") == []
     assert await count(env, CachedCardList) == 0
+    assert await count(env, CachedLabItem) == 0
     assert await count(env, CachedReport) == 0
 
 
@@ -237,6 +238,8 @@ async def test_the_local_copy_is_used_only_while_fresh(
     expected = await sim_report_ids(his_sim, p.card_no)
     assert report_links(await phone.get("/h5/reports")) == expected
     assert (await phone.get(f"/h5/reports/{expected[0]}")).status_code == 200
+    [lab_id, *_] = await sim_report_ids(his_sim, p.card_no, kind="lab")
+    assert (await phone.get(f"/h5/reports/{lab_id}")).status_code == 200
     # The HIS goes away: the fresh copy still answers (the bridge is not asked).
     from frontdesk.his.bridge import HttpHisGateway
 
@@ -269,6 +272,7 @@ async def test_the_local_copy_is_used_only_while_fresh(
     from frontdesk.reports import jobs as _jobs  # noqa: F401 - registers the jobs
 
     assert await count(env, CachedReport) == 6
+    assert await count(env, CachedLabItem) > 0  # the opened lab report's items
     async with env.container.db.session() as s:
         await outbox.enqueue(s, "reports.purge_cache")
     await Worker(env.container).drain()

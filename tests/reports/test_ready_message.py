@@ -20,10 +20,10 @@ from frontdesk.sims.his_sim import service as his_sim_service
 from frontdesk.sims.his_sim.app import sim_state
 from frontdesk.wechat.oa.models import TemplateMessage
 from tests.reports.helpers import (
-    apply_his_events,
     count,
     lab_item,
     phone_with_cards,
+    poll_his,
     put_lab_report,
     report_links,
     sim_patients,
@@ -61,7 +61,7 @@ async def test_ready_message_after_the_hold_once_per_account(
     _, stranger_openid = await phone_with_cards(env, sms_sim, "王五", [stranger])
     for openid in (owner_openid, family_openid, stranger_openid):
         assert (await env.sim.user_follows(openid)).ok
-    cursor = await apply_his_events(env.container, his_gateway)  # the feed so far
+    await poll_his(env.container)  # the feed so far
     # The owner's list is read (and kept) before the report exists.
     assert "RNEW" not in report_links(await owner.get("/h5/reports"))
     await put_lab_report(
@@ -73,9 +73,8 @@ async def test_ready_message_after_the_hold_once_per_account(
         reviewed=False,
     )
     await review(his_sim, "RNEW")
-    await apply_his_events(env.container, his_gateway, after=cursor)
+    await poll_his(env.container)
     # Held: no message yet, and the report is neither listed nor shown.
-    await Worker(env.container).drain()
     assert await count(env, TemplateMessage, kind="report_ready") == 0
     assert "RNEW" not in report_links(await owner.get("/h5/reports"))
     assert (await owner.get("/h5/reports/RNEW")).status_code == 404
@@ -96,8 +95,7 @@ async def test_ready_message_after_the_hold_once_per_account(
         await outbox.enqueue(
             s, report_jobs.ANNOUNCE_JOB, report_id="RNEW", card_no=p.card_no, dedupe_key="again"
         )
-    await apply_his_events(env.container, his_gateway, after=cursor)
-    await Worker(env.container).drain()
+    await poll_his(env.container)
     assert await count(env, TemplateMessage, kind="report_ready") == 2
     # The link in the message: a phone that is not signed in goes through WeChat sign-in
     # and lands on the report.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, Index, String
+from sqlalchemy import JSON, Boolean, Date, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from frontdesk.core.models import Base, UTCDateTime
@@ -58,3 +58,26 @@ class ReportNotice(Base):
     report_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     openid: Mapped[str] = mapped_column(String(64), primary_key=True)
     queued_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+class CachedLabItem(Base):
+    """One item of a cached lab report, kept beside the body so a trend reads the rows of
+    one item code instead of decoding every report of three years. Lives and dies with the
+    report's body (same ``expires_at``)."""
+
+    __tablename__ = "report_item_cache"
+
+    report_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    card_no: Mapped[str] = mapped_column(String(32), nullable=False)
+    code: Mapped[str] = mapped_column(String, nullable=False)
+    name: Mapped[str] = mapped_column(String, nullable=False)
+    result: Mapped[str] = mapped_column(String, nullable=False)
+    unit: Mapped[str] = mapped_column(String, nullable=False)
+    reference_range: Mapped[str] = mapped_column(String, nullable=False)
+    abnormal: Mapped[str] = mapped_column(String(16), nullable=False)  # the HIS flag
+    critical: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    sampled_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+
+    __table_args__ = (Index("ix_report_item_cache_card_no_code", "card_no", "code"),)

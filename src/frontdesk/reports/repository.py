@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from frontdesk.core.sql import dialect_name, insert_ignoring_conflict
-from frontdesk.reports.models import CachedCardList, CachedReport, ReportNotice
+from frontdesk.reports.models import CachedCardList, CachedLabItem, CachedReport, ReportNotice
 
 
 def _insert(session: AsyncSession, table: Any) -> Any:
@@ -66,11 +66,12 @@ async def replace_list(
     """Make the cache hold exactly ``rows`` for the card (bodies already fetched are kept
     when the report is still listed; a report the HIS no longer lists is dropped)."""
     keep = [r["report_id"] for r in rows]
-    await session.execute(
-        delete(CachedReport)
-        .where(CachedReport.card_no == card_no, CachedReport.report_id.not_in(keep))
-        .execution_options(synchronize_session=False)
-    )
+    for model in (CachedReport, CachedLabItem):
+        await session.execute(
+            delete(model)
+            .where(model.card_no == card_no, model.report_id.not_in(keep))
+            .execution_options(synchronize_session=False)
+        )
     if rows:
         stmt = _insert(session, CachedReport.__table__)
         stmt = stmt.on_conflict_do_update(
@@ -144,6 +145,54 @@ async def store_body(
     )
 
 
+async def store_items(
+    session: AsyncSession, report_id: str, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Replace the item rows of one cached lab report."""
+    await session.execute(
+        delete(CachedLabItem)
+        .where(CachedLabItem.report_id == report_id)
+        .execution_options(synchronize_session=False)
+    )
+    if rows:
+        await session.execute(insert(CachedLabItem), list(rows))
+
+
+async def fresh_body_ids(
+    session: AsyncSession, report_ids: Sequence[str], *, now: datetime
+) -> set[str]:
+    """Which of these reports have a fresh body here (ids only: nothing is decoded)."""
+    if not report_ids:
+        return set()
+    rows = await session.execute(
+        select(CachedReport.report_id).where(
+            CachedReport.report_id.in_(list(report_ids)),
+            CachedReport.body_expires_at > now,
+        )
+    )
+    return set(rows.scalars())
+
+
+async def items_of(session: AsyncSession, card_no: str, code: str, *, now: datetime) -> list[Any]:
+    """The card's cached results of one item code, with their report's kind and review
+    time (the caller applies the history window and the hold)."""
+    rows = await session.execute(
+        select(
+            CachedLabItem,
+            CachedReport.reviewed_at,
+        )
+        .join(CachedReport, CachedReport.report_id == CachedLabItem.report_id)
+        .where(
+            CachedLabItem.card_no == card_no,
+            CachedLabItem.code == code,
+            CachedLabItem.expires_at > now,
+            CachedReport.body_expires_at > now,
+            CachedReport.kind == "lab",
+        )
+    )
+    return list(rows.all())
+
+
 async def forget_list(session: AsyncSession, card_no: str) -> None:
     """The card's list is stale (a report was reviewed): read it from the HIS next time."""
     await session.execute(
@@ -169,6 +218,11 @@ async def purge(session: AsyncSession, *, now: datetime) -> int:
     await session.execute(
         delete(CachedCardList)
         .where(CachedCardList.expires_at <= now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        delete(CachedLabItem)
+        .where(CachedLabItem.expires_at <= now)
         .execution_options(synchronize_session=False)
     )
     return int(getattr(gone, "rowcount", 0) or 0)

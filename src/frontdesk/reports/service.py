@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -57,7 +58,13 @@ from frontdesk.reports.schemas import (
     ReportList,
     ReportPolicy,
 )
-from frontdesk.reports.values import changes_since_last_time, is_flagged, trend_of
+from frontdesk.reports.values import (
+    TrendPoint,
+    changes_since_last_time,
+    is_flagged,
+    point_of,
+    trend_from,
+)
 
 REPORT_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 ITEM_CODE = re.compile(r"^[A-Za-z0-9%#._+-]{1,32}$")
@@ -258,6 +265,7 @@ async def _keep_body(
         return
     kind = _kind_of(report)
     has_abnormal = isinstance(report, LabReport) and any(is_flagged(i) for i in report.items)
+    expires_at = now + timedelta(seconds=policy.cache_seconds)
     await repo.store_body(
         session,
         {
@@ -270,8 +278,30 @@ async def _keep_body(
             "has_abnormal": has_abnormal,
         },
         body=_dump(report),
-        expires_at=now + timedelta(seconds=policy.cache_seconds),
+        expires_at=expires_at,
     )
+    if isinstance(report, LabReport):
+        await repo.store_items(
+            session,
+            report.report_id,
+            [
+                {
+                    "report_id": report.report_id,
+                    "position": n,
+                    "card_no": report.card_no,
+                    "code": i.code,
+                    "name": i.name,
+                    "result": i.result,
+                    "unit": i.unit,
+                    "reference_range": i.reference_range,
+                    "abnormal": i.abnormal.value,
+                    "critical": i.critical,
+                    "sampled_at": report.sampled_at,
+                    "expires_at": expires_at,
+                }
+                for n, i in enumerate(report.items)
+            ],
+        )
 
 
 async def _report(
@@ -379,6 +409,47 @@ async def _lab_history(
             break
     reports.sort(key=lambda r: (r.sampled_at, r.report_id))
     return reports
+
+
+def _points(code: str, history: Sequence[LabReport]) -> list[TrendPoint]:
+    return [
+        point_of(r.report_id, r.sampled_at, i) for r in history for i in r.items if i.code == code
+    ]
+
+
+async def _ensure_lab_bodies(
+    session: AsyncSession,
+    *,
+    his: HisGateway,
+    card_no: str,
+    since: date,
+    tz: ZoneInfo,
+    policy: ReportPolicy,
+    now: datetime,
+) -> None:
+    """Make sure every visible lab report of the card has a fresh body (and items) here,
+    fetching the missing ones from the HIS, ``fetch_concurrency`` at a time."""
+    since_at = _start_at(since, tz)
+    labs = [
+        s.report_id
+        for s in await _summaries(
+            session, his=his, card_no=card_no, since=since, tz=tz, policy=policy, now=now
+        )
+        if s.kind is ReportKind.lab and _visible("lab", s.reviewed_at, since_at, policy, now)
+    ]
+    held = await repo.fresh_body_ids(session, labs, now=now)
+    missing = [rid for rid in labs if rid not in held]
+    if not missing:
+        return
+    gate = asyncio.Semaphore(policy.fetch_concurrency)
+
+    async def one(report_id: str) -> LabReport | ExamReport | None:
+        async with gate:
+            return await _fetch(his, report_id)
+
+    for report in await asyncio.gather(*(one(rid) for rid in missing)):
+        if isinstance(report, LabReport) and report.card_no == card_no:
+            await _keep_body(session, report, policy=policy, now=now)
 
 
 async def _audit(
@@ -527,12 +598,42 @@ async def item_trend(
     if not isinstance(report, LabReport) or all(i.code != item_code for i in report.items):
         raise ReportItemNotFound
     since = history_start(now.astimezone(tz).date(), policy.history_years)
-    history = await _lab_history(
-        session, his=his, card_no=card.card_no, since=since, tz=tz, policy=policy, now=now
-    )
-    if all(r.report_id != report.report_id for r in history):
-        history.append(report)
-    trend = trend_of(item_code, history)
+    here = [
+        point_of(report.report_id, report.sampled_at, i)
+        for i in report.items
+        if i.code == item_code
+    ][:1]
+    if policy.cache_seconds > 0:
+        # Bodies missing here are fetched (and their items kept); then the item's rows are
+        # read by code, without decoding three years of report bodies.
+        await _ensure_lab_bodies(
+            session, his=his, card_no=card.card_no, since=since, tz=tz, policy=policy, now=now
+        )
+        since_at = _start_at(since, tz)
+        rows = await repo.items_of(session, card.card_no, item_code, now=now)
+        points = [
+            point_of(
+                row.CachedLabItem.report_id,
+                row.CachedLabItem.sampled_at,
+                LabItem(
+                    code=row.CachedLabItem.code,
+                    name=row.CachedLabItem.name,
+                    result=row.CachedLabItem.result,
+                    unit=row.CachedLabItem.unit,
+                    reference_range=row.CachedLabItem.reference_range,
+                    abnormal=AbnormalFlag(row.CachedLabItem.abnormal),
+                    critical=row.CachedLabItem.critical,
+                ),
+            )
+            for row in rows
+            if _visible("lab", row.reviewed_at, since_at, policy, now)
+        ]
+        trend = trend_from(item_code, [*points, *here])
+    else:
+        history = await _lab_history(
+            session, his=his, card_no=card.card_no, since=since, tz=tz, policy=policy, now=now
+        )
+        trend = trend_from(item_code, [*(p for p in _points(item_code, history)), *here])
     assert trend is not None  # the report itself has the item
     await _audit(
         session,

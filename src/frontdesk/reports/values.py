@@ -266,23 +266,34 @@ class Trend:
         ]
 
 
-def trend_of(code: str, history: Iterable[LabReport]) -> Trend | None:
-    points = []
-    for report in history:
-        for item in report.items:
-            if item.code == code:
-                points.append(
-                    TrendPoint(
-                        report_id=report.report_id,
-                        at=report.sampled_at,
-                        name=item.name,
-                        result=read_result(item.result),
-                        unit=item.unit.strip(),
-                        range=read_range(item.reference_range),
-                        mark=mark_of(item),
-                    )
-                )
-    if not points:
+def point_of(report_id: str, at: datetime, item: LabItem) -> TrendPoint:
+    return TrendPoint(
+        report_id=report_id,
+        at=at,
+        name=item.name,
+        result=read_result(item.result),
+        unit=item.unit.strip(),
+        range=read_range(item.reference_range),
+        mark=mark_of(item),
+    )
+
+
+def trend_from(code: str, points: Iterable[TrendPoint]) -> Trend | None:
+    """The trend of these points (any order; one per report)."""
+    unique = {p.report_id: p for p in points}
+    if not unique:
         return None
-    points.sort(key=lambda p: (p.at, p.report_id))
-    return Trend(code=code, name=points[-1].name, points=tuple(points))
+    ordered = sorted(unique.values(), key=lambda p: (p.at, p.report_id))
+    return Trend(code=code, name=ordered[-1].name, points=tuple(ordered))
+
+
+def trend_of(code: str, history: Iterable[LabReport]) -> Trend | None:
+    return trend_from(
+        code,
+        (
+            point_of(report.report_id, report.sampled_at, item)
+            for report in history
+            for item in report.items
+            if item.code == code
+        ),
+    )
