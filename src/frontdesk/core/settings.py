@@ -241,6 +241,7 @@ class Settings(BaseSettings):
     # A TrueType font (.ttf/.ttc) to embed in PDFs; empty: the PDF standard's CJK font
     # STSong-Light, which needs no file (readers substitute a local Song typeface).
     reports_pdf_font_path: str = ""
+    # Reports per page of the list.
     reports_page_size: int = Field(default=50, ge=10, le=500)
     # Report bodies fetched from the HIS at once when a trend needs many of them.
     reports_fetch_concurrency: int = Field(default=8, ge=1, le=32)
