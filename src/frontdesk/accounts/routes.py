@@ -36,7 +36,7 @@ CARD_TYPE_KEYS = {
 HOME_ENTRIES: list[dict[str, Any]] = [
     {"key": "entry_booking", "href": None},
     {"key": "entry_payments", "href": None},
-    {"key": "entry_reports", "href": None},
+    {"key": "entry_reports", "href": "/h5/reports"},
     {"key": "entry_messages", "href": "/h5/messages"},
     {"key": "entry_hospital", "href": "/h5/hospital"},
     {"key": "entry_cards", "href": "/h5/cards"},

@@ -445,6 +445,19 @@ async def _unbind(
     )
 
 
+# --------------------------------------------------------------------------- notifications
+
+
+async def accounts_of_card_no(session: AsyncSession, *, card_no: str) -> list[str]:
+    """Openids that hold an open binding to this card and may be sent notifications
+    (consent not withdrawn); empty for a card nobody bound."""
+    card = await repo.card_by_no(session, card_no)
+    if card is None:
+        return []
+    openids = sorted(set(await repo.accounts_of_card(session, card.id)))
+    return [o for o in openids if await may_message(session, openid=o)]
+
+
 # --------------------------------------------------------------------------- HIS changes
 
 

@@ -243,6 +243,34 @@ class Settings(BaseSettings):
     # Department and doctor catalog read from the HIS is kept this long.
     messaging_catalog_cache_seconds: int = Field(default=300, ge=0)
 
+    # --- reports (issue 9) -------------------------------------------------------------------
+    # How many years of reviewed reports a card shows (the HIS keeps the legal record).
+    reports_history_years: int = Field(default=3, ge=1, le=10)
+    # How long a local copy of a report (list or body) may be used before asking the HIS
+    # again; expired copies are deleted by a recurring job. 0: keep no copy at all.
+    reports_cache_seconds: int = Field(default=900, ge=0, le=7 * 24 * 3600)
+    # Hours after review before a report is shown or announced, per report type.
+    reports_hold_hours: dict[str, int] = Field(default_factory=lambda: {"lab": 0, "exam": 0})
+    # The signed PDF download link lives this long.
+    reports_pdf_link_seconds: int = Field(default=300, ge=30, le=3600)
+    # A TrueType font (.ttf/.ttc) to embed in PDFs; empty: the PDF standard's CJK font
+    # STSong-Light, which needs no file (readers substitute a local Song typeface).
+    reports_pdf_font_path: str = ""
+    # Reports per page of the list.
+    reports_page_size: int = Field(default=50, ge=10, le=500)
+    # Report bodies fetched from the HIS at once when a trend needs many of them.
+    reports_fetch_concurrency: int = Field(default=8, ge=1, le=32)
+
+    @field_validator("reports_hold_hours")
+    @classmethod
+    def _hold_hours(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = set(value) - {"lab", "exam"}
+        if unknown:
+            raise ValueError(f"report types are lab and exam, not {sorted(unknown)}")
+        if any(not 0 <= hours <= 24 * 30 for hours in value.values()):
+            raise ValueError("hold hours are between 0 and 720")
+        return {"lab": 0, "exam": 0, **value}
+
     @field_validator("hospital_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:

@@ -26,6 +26,7 @@ JOB_MODULES: list[str] = [
     "frontdesk.his.jobs",
     "frontdesk.wechat.oa.jobs",
     "frontdesk.messaging.jobs",
+    "frontdesk.reports.jobs",
 ]
 
 

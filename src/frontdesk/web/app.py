@@ -88,6 +88,7 @@ def _domain_routers() -> list[Any]:
     from frontdesk.console.patients import router as console_patients_router
     from frontdesk.console.routes import router as console_router
     from frontdesk.messaging import routes as messaging_routes
+    from frontdesk.reports import routes as reports_routes
     from frontdesk.wechat.oa import callback_routes as wechat_callback
     from frontdesk.wechat.oa import oauth_routes as wechat_oauth
     from frontdesk.wechat.pay.notify_routes import router as wechatpay_notify_router
@@ -103,4 +104,5 @@ def _domain_routers() -> list[Any]:
         messaging_routes.public_router,
         messaging_console.router,
         wechat_console.router,
+        reports_routes.router,
     ]
