@@ -20,7 +20,12 @@ from frontdesk.core.clock import now as clock_now
 log = logging.getLogger("frontdesk.worker")
 
 # Every domain's jobs module, imported so its handlers and recurring jobs are registered.
-JOB_MODULES: list[str] = ["frontdesk.core.jobs", "frontdesk.wechat.oa.jobs"]
+JOB_MODULES: list[str] = [
+    "frontdesk.core.jobs",
+    "frontdesk.wechat.oa.jobs",
+    "frontdesk.catalog.jobs",
+    "frontdesk.booking.jobs",
+]
 
 
 def load_job_modules(extra: list[str] | None = None) -> None:
