@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -325,17 +325,17 @@ async def claim_request(
         raise errors.IdempotencyKeyReused
     if row.state == "done" and row.booking_id is not None:
         return row.booking_id
-    if now - row.updated_at < IN_FLIGHT_STALE:
+    if row.state == "in_flight" and now - row.updated_at < IN_FLIGHT_STALE:
         raise errors.RequestInFlight
     taken = await session.execute(
         update(BookingRequest)
         .where(
             BookingRequest.openid == openid,
             BookingRequest.idempotency_key == key,
-            BookingRequest.state == "in_flight",
+            BookingRequest.state == row.state,
             BookingRequest.updated_at == row.updated_at,
         )
-        .values(updated_at=now)
+        .values(state="in_flight", updated_at=now)
     )
     if int(getattr(taken, "rowcount", 0)) != 1:
         raise errors.RequestInFlight
@@ -353,14 +353,16 @@ async def finish_request(
     )
 
 
-async def release_request(session: AsyncSession, *, openid: str, key: str) -> None:
-    """Forget a claim whose booking was refused, so a retry is judged afresh."""
+async def refuse_request(session: AsyncSession, *, openid: str, key: str, now: datetime) -> None:
+    """Mark a claim whose booking was refused, so a retry with the key is judged afresh."""
     await session.execute(
-        delete(BookingRequest).where(
+        update(BookingRequest)
+        .where(
             BookingRequest.openid == openid,
             BookingRequest.idempotency_key == key,
             BookingRequest.state == "in_flight",
         )
+        .values(state="refused", updated_at=now)
     )
 
 
@@ -511,7 +513,7 @@ async def cancel(
     the HIS cancellation is queued. Refused (nothing changed) after the deadline or twice."""
     b = await _owned(session, scope=scope, booking_id=booking_id)
     if b.status != BOOKED:
-        raise errors.NotCancellable(status=b.status)
+        raise errors.NotCancellable(current=b.status)
     if now >= cancel_deadline(b.on_date, policy):
         raise errors.CancelDeadlinePassed
     done = await session.execute(
@@ -521,7 +523,7 @@ async def cancel(
         .execution_options(synchronize_session=False)
     )
     if int(getattr(done, "rowcount", 0)) != 1:
-        raise errors.NotCancellable(status="changed")
+        raise errors.NotCancellable(current="changed")
     await catalog.release_slot(session, slot_id=b.slot_id, booking_id=b.id)
     await outbox.enqueue(
         session, CANCEL_IN_HIS_JOB, booking_id=b.id, dedupe_key=f"{CANCEL_IN_HIS_JOB}:{b.id}"

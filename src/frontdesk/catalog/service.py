@@ -31,6 +31,9 @@ from frontdesk.his import port
 
 SUSPENDED = port.ScheduleStatus.suspended.value
 
+# Rendered-schedule data for patient pages, a few seconds old at most (see cache.py).
+page_cache: cache.TtlCache[Any] = cache.TtlCache(3.0)
+
 
 def _insert(session: AsyncSession) -> Any:
     return postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert

@@ -83,6 +83,7 @@ def create_app(
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
     from frontdesk.accounts import routes as accounts_routes
+    from frontdesk.booking import routes as booking_routes
     from frontdesk.console.patients import router as console_patients_router
     from frontdesk.console.routes import router as console_router
     from frontdesk.wechat.oa import callback as wechat_callback
@@ -94,6 +95,8 @@ def _domain_routers() -> list[Any]:
         wechat_oauth.router,
         wechatpay_notify_router,
         accounts_routes.router,
+        booking_routes.router,
+        booking_routes.api,
         console_router,
         console_patients_router,
     ]
