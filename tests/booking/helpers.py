@@ -135,7 +135,8 @@ async def invariant_violations(
 
     - slot_given_twice: slots held by more than one live booking;
     - slot_mismatch: a live booking whose slot does not point back at it;
-    - card_day_twice: a card with two live bookings for one doctor on one day.
+    - card_day_twice: a card with two live bookings for one doctor on one day;
+    - slot_orphan: a slot held by no live booking (a leak: it can never be booked again).
     ``booking`` names the bookings table, so the same checker can judge the wrong-way
     baseline's table."""
     live = "status IN ('booked', 'checked_in', 'no_show')"
@@ -146,5 +147,7 @@ async def invariant_violations(
         f"AND s.booking_id = b.id WHERE b.{live} AND s.id IS NULL",
         "card_day_twice": f"SELECT count(*) FROM (SELECT card_id FROM {booking} WHERE {live} "
         "GROUP BY card_id, doctor_code, on_date HAVING count(*) > 1) t",
+        "slot_orphan": f"SELECT count(*) FROM slot s LEFT JOIN {booking} b ON b.id = s.booking_id "
+        f"AND b.{live} WHERE s.booking_id IS NOT NULL AND b.id IS NULL",
     }
     return {k: int((await session.execute(text(sql))).scalar_one()) for k, sql in q.items()}

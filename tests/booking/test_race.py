@@ -62,6 +62,7 @@ async def test_many_clients_race_for_few_slots(committed: Database, clock: Froze
             "slot_given_twice": 0,
             "slot_mismatch": 0,
             "card_day_twice": 0,
+            "slot_orphan": 0,
         }
     # every refused client got a clear answer, none an unexpected error
     assert len(outcomes) == CLIENTS
@@ -127,8 +128,8 @@ async def test_the_checker_catches_the_wrong_way(
                 new_id = (
                     await s.execute(
                         text(
-                            "INSERT INTO wrong_booking (slot_id, card_id, doctor_code, on_date, status) "
-                            "VALUES (:s, :c, 'D9001', :d, 'booked') RETURNING id"
+                            "INSERT INTO wrong_booking "
+                            "(slot_id, card_id, doctor_code, on_date, status) VALUES (:s, :c, 'D9001', :d, 'booked') RETURNING id"
                         ),
                         {"s": target, "c": 200_000 + n, "d": day},
                     )

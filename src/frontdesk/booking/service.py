@@ -736,6 +736,9 @@ async def cancel_for_suspension(
         if int(getattr(done, "rowcount", 0)) != 1:
             continue
         cancelled.append(b.id)
+        # The session will not happen: the number is free again (bookable if the HIS ever
+        # reopens the session with a new pool version).
+        await catalog.release_slot(session, slot_id=b.slot_id, booking_id=b.id)
         await _tell(
             session,
             b,
