@@ -129,7 +129,8 @@ async def test_the_checker_catches_the_wrong_way(
                     await s.execute(
                         text(
                             "INSERT INTO wrong_booking "
-                            "(slot_id, card_id, doctor_code, on_date, status) VALUES (:s, :c, 'D9001', :d, 'booked') RETURNING id"
+                            "(slot_id, card_id, doctor_code, on_date, status) "
+                            "VALUES (:s, :c, 'D9001', :d, 'booked') RETURNING id"
                         ),
                         {"s": target, "c": 200_000 + n, "d": day},
                     )
