@@ -83,6 +83,7 @@ def create_app(
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
     from frontdesk.accounts import routes as accounts_routes
+    from frontdesk.booking import console_routes as booking_console_routes
     from frontdesk.booking import routes as booking_routes
     from frontdesk.console.patients import router as console_patients_router
     from frontdesk.console.routes import router as console_router
@@ -97,6 +98,7 @@ def _domain_routers() -> list[Any]:
         accounts_routes.router,
         booking_routes.router,
         booking_routes.api,
+        booking_console_routes.router,
         console_router,
         console_patients_router,
     ]
