@@ -10,9 +10,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import httpx
-import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from frontdesk.booking import jobs as _booking_jobs  # noqa: F401 - registers handlers
 from frontdesk.booking.models import Booking, BookingRequest
@@ -20,95 +18,9 @@ from frontdesk.catalog import jobs as _catalog_jobs  # noqa: F401
 from frontdesk.catalog.models import Slot
 from frontdesk.core.clock import FrozenClock
 from frontdesk.core.worker import Worker
-from frontdesk.his import events
 from frontdesk.wechat.oa.models import TemplateMessage
-from tests.accounts.helpers import SimPatient, sim_patients
-from tests.accounts.test_pages import accept, bind, csrf_of
-from tests.booking.helpers import bookable_days, free_slots, open_schedule, sync
-from tests.wechat.test_oauth import sign_in
-
-
-@pytest.fixture
-def env(wechat_sim: Any, his_gateway: Any, sms_sender: Any) -> Any:
-    services = wechat_sim.container.services
-    services["his"], services["sms"] = his_gateway, sms_sender
-    return wechat_sim
-
-
-async def phone(env: Any, name: str, sms_sim: Any, patients: list[SimPatient]) -> httpx.AsyncClient:
-    """A signed-in phone with its own cookie jar and the given cards bound."""
-    user = env.sim.add_user(name)
-    assert (await env.sim.user_follows(user.openid)).ok  # followers get template messages
-    env.front.cookies.clear()
-    await sign_in(env, user.openid, next_url="/h5/")
-    await accept(env.front)
-    for p in patients:
-        done = await bind(env.front, sms_sim, p)
-        assert done.status_code == 303, done.text
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=env.front_app), base_url="http://testserver"
-    )
-    client.cookies.update(env.front.cookies)
-    env.front.cookies.clear()
-    return client
-
-
-async def deliver_his_events(env: Any, cursor: str) -> str:
-    """What the HIS poller does with one page: every handler, in one committed transaction."""
-    his = env.container.services["his"]
-    page = await his.events(after=cursor or None, limit=100)
-    async with env.container.db.session() as s:
-        for ev in page.events:
-            ctx = events.EventContext(
-                session=s, event=ev, now=env.container.clock.now(), container=env.container
-            )
-            for handler in events.handlers_for(ev.type):
-                await handler(ctx)
-    return str(page.next_cursor)
-
-
-async def his_op(his_sim: Any, path: str, body: dict[str, Any] | None = None) -> Any:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=his_sim), base_url="http://his-sim"
-    ) as c:
-        r = await c.post(path, json=body or {})
-        assert r.status_code == 200, r.text
-        return r.json()
-
-
-async def count(env: Any, model: Any, *where: Any) -> int:
-    async with env.container.db.session() as s:
-        return int(
-            (await s.execute(select(func.count()).select_from(model).where(*where))).scalar_one()
-        )
-
-
-@pytest.fixture
-async def world(env: Any, his_sim: Any, sms_sim: Any, clock: FrozenClock) -> Any:
-    async with env.container.db.session() as s:
-        await sync(s, env.container.services["his"])
-        days = await bookable_days(s)
-        sched = await open_schedule(s, on_date=days[0], min_slots=3)
-        slots = await free_slots(s, sched.id)
-    patients = await sim_patients(his_sim, count=4)
-    alice = await phone(env, "张三", sms_sim, patients[:2])
-    bob = await phone(env, "李四", sms_sim, patients[2:3])
-    yield {"alice": alice, "bob": bob, "sched": sched, "slots": slots, "days": days}
-    await alice.aclose()
-    await bob.aclose()
-
-
-async def book_via_page(client: httpx.AsyncClient, slot_id: int) -> httpx.Response:
-    page = await client.get(f"/h5/booking/slots/{slot_id}/confirm")
-    assert page.status_code == 200, page.text
-    key = re.search(r'name="idempotency_key" value="([^"]+)"', page.text)
-    assert key is not None
-    card = re.search(r'name="card_id" value="(\d+)"', page.text)
-    assert card is not None
-    return await client.post(
-        f"/h5/booking/slots/{slot_id}",
-        data={"csrf": csrf_of(page), "idempotency_key": key.group(1), "card_id": card.group(1)},
-    )
+from tests.accounts.test_pages import csrf_of
+from tests.booking.pages import book_via_page, count, deliver_his_events, his_op
 
 
 async def test_browse_book_register_and_cancel(env: Any, world: Any, his_sim: Any) -> None:

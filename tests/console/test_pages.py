@@ -553,6 +553,7 @@ async def test_the_admin_nav_and_english_pages(
     assert re.findall(r'<li><a href="([^"]+)"', chinese.text) == [
         "/console/",
         "/console/patients",
+        "/console/booking",
         "/console/audit",
         "/console/health",
         "/console/staff",
@@ -577,6 +578,7 @@ async def test_pages_have_no_inline_style_or_script_and_use_our_stylesheet(
             "/console/health",
             "/console/staff",
             "/console/patients",
+            "/console/booking",
         )
     ]
     enrol = await client.post(

@@ -14,8 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 from frontdesk.booking import service as booking
 from frontdesk.booking.errors import BlockNotFound, LiftReasonRequired
 from frontdesk.catalog import service as catalog
-from frontdesk.console.auth import require_role
-from frontdesk.console.models import Role
+from frontdesk.console.auth import ALL_ROLES, require_role
 from frontdesk.console.nav import register_nav_item
 from frontdesk.console.routes import render
 from frontdesk.console.service import Principal
@@ -24,10 +23,10 @@ from frontdesk.core.money import format_fen
 from frontdesk.web.deps import SessionDep
 
 router = APIRouter(prefix="/console", include_in_schema=False)
-Office = Annotated[Principal, Depends(require_role(Role.scheduling, Role.admin))]
-register_nav_item(
-    "/console/booking", "console.nav.booking", {Role.scheduling, Role.admin}, order=200
-)
+# Roles by value: presentation outside the console does not import its models.
+OFFICE_ROLES = frozenset(r for r in ALL_ROLES if r.value in {"scheduling", "admin"})
+Office = Annotated[Principal, Depends(require_role(*OFFICE_ROLES))]
+register_nav_item("/console/booking", "console.nav.booking", set(OFFICE_ROLES), order=200)
 
 
 @router.get("/booking")

@@ -164,8 +164,8 @@ GateDep = Annotated[Gate, Depends(booking_gate)]
 async def _book(
     request: Request, session: AsyncSession, scope: PatientScope, gate: Gate
 ) -> BookingView:
-    """Book once per idempotency key. A refusal marks the key refused in this same
-    transaction (so a retry is judged afresh) and is raised for the route to render."""
+    """Book once per idempotency key. A refusal drops the key's claim in this same
+    transaction and is raised; the routes answer it without raising, so that commits."""
     policy = _policy(request)
     if gate.openid != scope.openid:  # the same cookie feeds both; never trust a mix
         raise SignInRequired
@@ -183,7 +183,7 @@ async def _book(
             now=now(),
         )
     except DomainError:
-        await booking.refuse_request(session, openid=gate.openid, key=gate.key, now=now())
+        await booking.drop_request(session, openid=gate.openid, key=gate.key)
         raise
     await booking.finish_request(
         session, openid=gate.openid, key=gate.key, booking_id=view.booking_id, now=now()
@@ -334,7 +334,8 @@ async def book_page(
         view = await _book(request, session, scope, gate)
     except DomainError as exc:
         if exc.status in (401, 404):
-            raise
+            # Answer here (not by raising) so dropping the key's claim commits.
+            return error_response(request, status=exc.status, code=exc.code, **exc.params)
         ctx = await _confirm_context(request, session, scope, slot_id)
         ctx.update(error=exc.code, error_params=exc.params)
         return render(request, "booking/confirm.html", ctx, status=exc.status, openid=scope.openid)
@@ -442,9 +443,7 @@ async def api_book(
     try:
         view = await _book(request, session, scope, gate)
     except DomainError as exc:
-        if exc.status == 401:
-            raise
-        # Answer here (not by raising) so the key's "refused" mark commits.
+        # Answer here (not by raising) so dropping the key's claim commits.
         return error_response(request, status=exc.status, code=exc.code, **exc.params)
     replayed = gate.existing_booking_id is not None
     return JSONResponse(_json(view), status_code=200 if replayed else 201)

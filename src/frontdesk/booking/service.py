@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -353,16 +353,15 @@ async def finish_request(
     )
 
 
-async def refuse_request(session: AsyncSession, *, openid: str, key: str, now: datetime) -> None:
-    """Mark a claim whose booking was refused, so a retry with the key is judged afresh."""
+async def drop_request(session: AsyncSession, *, openid: str, key: str) -> None:
+    """Forget the claim of a refused booking (in the request's transaction, which the route
+    commits), so a retry with the key is judged afresh and a refusal leaves no row."""
     await session.execute(
-        update(BookingRequest)
-        .where(
+        delete(BookingRequest).where(
             BookingRequest.openid == openid,
             BookingRequest.idempotency_key == key,
             BookingRequest.state == "in_flight",
         )
-        .values(state="refused", updated_at=now)
     )
 
 
