@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from itsdangerous import TimestampSigner
 from sqlalchemy import select
 
@@ -137,3 +138,24 @@ async def test_only_the_owner_reaches_a_booking(
     await signed_out.aclose()
     await forged.aclose()
     await carol.aclose()
+
+
+async def test_booking_attempts_are_rate_limited(
+    env: Any, world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = world["alice"]
+    monkeypatch.setattr(env.container.settings, "booking_attempts_per_minute_account", 2)
+    mine = await alice.get(f"/h5/booking/slots/{world['slots'][0]}/confirm")
+    card_id = int(re.findall(r'name="card_id" value="(\d+)"', mine.text)[0])
+    answers = []
+    for n in range(3):
+        r = await alice.post(
+            "/api/patient/booking/bookings",
+            json={"card_id": card_id, "slot_id": world["slots"][n]},
+            headers={"Idempotency-Key": uuid.uuid4().hex},
+        )
+        answers.append(r)
+    assert [r.status_code for r in answers] == [201, 409, 429]  # 409: one per doctor per day
+    assert answers[2].json()["error"]["code"] == "too_many_requests"
+    assert int(answers[2].headers["Retry-After"]) >= 1
+    assert len(await _state(env)) == 1
