@@ -159,3 +159,33 @@ async def test_booking_attempts_are_rate_limited(
     assert answers[2].json()["error"]["code"] == "too_many_requests"
     assert int(answers[2].headers["Retry-After"]) >= 1
     assert len(await _state(env)) == 1
+
+
+async def test_a_saturated_process_sheds_with_busy(
+    env: Any, world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from frontdesk.booking import routes
+
+    alice = world["alice"]
+    mine = await alice.get(f"/h5/booking/slots/{world['slots'][0]}/confirm")
+    card_id = int(re.findall(r'name="card_id" value="(\d+)"', mine.text)[0])
+    limit = env.container.settings.booking_max_in_flight
+    monkeypatch.setattr(routes, "_in_flight", limit)  # as if that many were running
+    r = await alice.post(
+        "/api/patient/booking/bookings",
+        json={"card_id": card_id, "slot_id": world["slots"][0]},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert (r.status_code, r.json()["error"]["code"], r.headers["Retry-After"]) == (
+        503,
+        "busy",
+        "1",
+    )
+    assert await _state(env) == []
+    monkeypatch.setattr(routes, "_in_flight", 0)
+    ok = await alice.post(
+        "/api/patient/booking/bookings",
+        json={"card_id": card_id, "slot_id": world["slots"][0]},
+        headers={"Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert ok.status_code == 201 and routes._in_flight == 0

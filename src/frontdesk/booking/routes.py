@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Annotated, Any
@@ -60,6 +61,17 @@ _schedule_cache = catalog.page_cache
 
 class BodyInvalid(Invalid):
     code = "invalid"
+
+
+class Busy(TooManyRequests):
+    """More booking requests in flight in this process than it serves well: shed at once
+    (503 + Retry-After) instead of queueing without bound behind the database pool."""
+
+    code = "busy"
+    status = 503
+
+
+_in_flight = 0
 
 
 def _policy(request: Request) -> BookingPolicy:
@@ -142,20 +154,28 @@ async def _read_attempt(request: Request, openid: str) -> tuple[str, BookRequest
     return form_key if isinstance(form_key, str) else "", body
 
 
-async def booking_gate(request: Request) -> Gate:
+async def booking_gate(request: Request) -> AsyncIterator[Gate]:
     """Runs before the request's own transaction opens (it is the route's first
-    dependency): rate limits, then the idempotency claim, each in a short transaction of
-    its own (on SQLite a second writer could not start while the request holds the lock)."""
-    openid = signed_in_openid(request)
-    key, body = await _read_attempt(request, openid)
-    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
-        raise errors.IdempotencyKeyInvalid
-    await _check_limits(request, openid)
-    async with request.app.state.session_provider() as claim:
-        existing = await booking.claim_request(
-            claim, openid=openid, key=key, request_hash=body.fingerprint(), now=now()
-        )
-    return Gate(openid=openid, key=key, body=body, existing_booking_id=existing)
+    dependency): load shedding, rate limits, then the idempotency claim, each in a short
+    transaction of its own (on SQLite a second writer could not start while the request
+    holds the lock)."""
+    global _in_flight
+    if _in_flight >= request.app.state.settings.booking_max_in_flight:
+        raise Busy(retry_after=1)
+    _in_flight += 1
+    try:
+        openid = signed_in_openid(request)
+        key, body = await _read_attempt(request, openid)
+        if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+            raise errors.IdempotencyKeyInvalid
+        await _check_limits(request, openid)
+        async with request.app.state.session_provider() as claim:
+            existing = await booking.claim_request(
+                claim, openid=openid, key=key, request_hash=body.fingerprint(), now=now()
+            )
+        yield Gate(openid=openid, key=key, body=body, existing_booking_id=existing)
+    finally:
+        _in_flight -= 1
 
 
 GateDep = Annotated[Gate, Depends(booking_gate)]

@@ -213,6 +213,8 @@ class Settings(BaseSettings):
     booking_schedule_days: int = Field(default=14, ge=1, le=31)
     # Schedule pages and "pool known empty" answers are served from memory this long.
     booking_cache_seconds: float = Field(default=3.0, ge=0, le=300)
+    # Booking requests in flight per process before new ones get "busy" (503, Retry-After).
+    booking_max_in_flight: int = Field(default=64, ge=1, le=10_000)
 
     @field_validator("hospital_timezone")
     @classmethod
