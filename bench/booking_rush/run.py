@@ -61,22 +61,59 @@ async def prepare(dsn: str) -> None:
     now = datetime.now(UTC)
     day = visit_day()
     await conn.copy_records_to_table(
-        "catalog_department", records=[(1, "GIM", "全科医学科", "", 0, now)],
+        "catalog_department",
+        records=[(1, "GIM", "全科医学科", "", 0, now)],
         columns=["id", "code", "name", "intro", "position", "synced_at"],
     )
     await conn.copy_records_to_table(
         "catalog_doctor",
-        records=[(n, f"D{n:04d}", "GIM", f"医生{n}", "主治医师", "", "", "", now)
-                 for n in range(1, SCHEDULES + 1)],
-        columns=["id", "code", "department_code", "name", "title", "specialty", "intro",
-                 "photo_url", "synced_at"],
+        records=[
+            (n, f"D{n:04d}", "GIM", f"医生{n}", "主治医师", "", "", "", now)
+            for n in range(1, SCHEDULES + 1)
+        ],
+        columns=[
+            "id",
+            "code",
+            "department_code",
+            "name",
+            "title",
+            "specialty",
+            "intro",
+            "photo_url",
+            "synced_at",
+        ],
     )
     await conn.copy_records_to_table(
         "catalog_schedule",
-        records=[(n, f"S{day:%Y%m%d}D{n:04d}AM", f"D{n:04d}", "GIM", day, "am", "ordinary",
-                  1500, "open", 1, now) for n in range(1, SCHEDULES + 1)],
-        columns=["id", "his_schedule_id", "doctor_code", "department_code", "on_date", "period",
-                 "level", "fee_fen", "status", "pool_version", "synced_at"],
+        records=[
+            (
+                n,
+                f"S{day:%Y%m%d}D{n:04d}AM",
+                f"D{n:04d}",
+                "GIM",
+                day,
+                "am",
+                "ordinary",
+                1500,
+                "open",
+                1,
+                now,
+            )
+            for n in range(1, SCHEDULES + 1)
+        ],
+        columns=[
+            "id",
+            "his_schedule_id",
+            "doctor_code",
+            "department_code",
+            "on_date",
+            "period",
+            "level",
+            "fee_fen",
+            "status",
+            "pool_version",
+            "synced_at",
+        ],
     )
     start = datetime.combine(day, datetime.min.time().replace(hour=8), tzinfo=TZ)
     slots = []
@@ -85,15 +122,39 @@ async def prepare(dsn: str) -> None:
             at = (start + timedelta(minutes=10 * q)).astimezone(UTC)
             slots.append((s, q + 1, at, at + timedelta(minutes=10), True))
     await conn.copy_records_to_table(
-        "slot", records=slots,
+        "slot",
+        records=slots,
         columns=["schedule_id", "sequence_no", "starts_at", "ends_at", "his_available"],
     )
     await conn.copy_records_to_table(
         "card",
-        records=[(i, f"C{i:08d}", "self_pay", "张*", "3201**********1234", "138****5678",
-                  "active", None, now, now) for i in range(1, PATIENTS + 1)],
-        columns=["id", "card_no", "card_type", "holder_name_masked", "id_number_masked",
-                 "phone_masked", "status", "merged_into_card_no", "verified_at", "created_at"],
+        records=[
+            (
+                i,
+                f"C{i:08d}",
+                "self_pay",
+                "张*",
+                "3201**********1234",
+                "138****5678",
+                "active",
+                None,
+                now,
+                now,
+            )
+            for i in range(1, PATIENTS + 1)
+        ],
+        columns=[
+            "id",
+            "card_no",
+            "card_type",
+            "holder_name_masked",
+            "id_number_masked",
+            "phone_masked",
+            "status",
+            "merged_into_card_no",
+            "verified_at",
+            "created_at",
+        ],
     )
     await conn.copy_records_to_table(
         "card_binding",
@@ -119,7 +180,9 @@ async def reset(dsn: str) -> None:
     """Between runs: every slot free again, bookings and side rows gone."""
     conn = await asyncpg.connect(dsn)
     await conn.execute("UPDATE slot SET booking_id = NULL WHERE booking_id IS NOT NULL")
-    await conn.execute("TRUNCATE booking, booking_request, outbox_job, outbox_attempt, rate_counter")
+    await conn.execute(
+        "TRUNCATE booking, booking_request, outbox_job, outbox_attempt, rate_counter"
+    )
     await conn.execute("UPDATE bench_slot SET booking_id = NULL WHERE booking_id IS NOT NULL")
     await conn.execute("TRUNCATE bench_booking")
     await conn.close()
@@ -134,8 +197,15 @@ def start_server(cmd: list[str], env: dict[str, str], port: int) -> subprocess.P
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     for _ in range(200):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz" if port == APP_PORT
-                         else f"http://127.0.0.1:{port}/docs", timeout=0.5).status_code < 500:
+            if (
+                httpx.get(
+                    f"http://127.0.0.1:{port}/healthz"
+                    if port == APP_PORT
+                    else f"http://127.0.0.1:{port}/docs",
+                    timeout=0.5,
+                ).status_code
+                < 500
+            ):
                 return proc
         except httpx.HTTPError:
             pass
@@ -175,7 +245,8 @@ class RawClient:
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         writer.write(
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body
+            f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
+            + body
         )
         try:
             await writer.drain()
@@ -211,9 +282,7 @@ class RawClient:
             w.close()
 
 
-async def load(
-    port: int, *, rate: float, seconds: float, bare: bool, seed: int
-) -> dict[str, Any]:
+async def load(port: int, *, rate: float, seconds: float, bare: bool, seed: int) -> dict[str, Any]:
     """Open model: request i is due at t0 + i/rate whatever happened before; its latency is
     measured from that due time, so a server that falls behind shows it."""
     rng = random.Random(seed)
@@ -308,7 +377,9 @@ def pgbench(dsn: str, clients: int, seconds: int) -> str:
         f.write(script)
     out = subprocess.run(
         ["pgbench", "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", f.name, dsn],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return next(line for line in out.splitlines() if line.startswith("tps"))
 
@@ -342,13 +413,32 @@ async def main() -> None:
         "BENCH_DSN": dsn,
         "BENCH_POOL": str(args.pool),
     }
-    uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--no-access-log",
-               "--log-level", "warning"]
+    uvicorn = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     rates = [float(r) for r in args.rates.split(",")] + ([args.overload] if args.overload else [])
     servers = [
         ("bare", [*uvicorn, "--port", str(BARE_PORT), "bench.booking_rush.bare:app"], BARE_PORT),
-        ("full", [*uvicorn, "--port", str(APP_PORT), "--workers", str(args.workers),
-                  "--factory", "frontdesk.web.factory:app_from_env"], APP_PORT),
+        (
+            "full",
+            [
+                *uvicorn,
+                "--port",
+                str(APP_PORT),
+                "--workers",
+                str(args.workers),
+                "--factory",
+                "frontdesk.web.factory:app_from_env",
+            ],
+            APP_PORT,
+        ),
     ]
     for kind, cmd, port in servers[1:] if args.skip_baselines else servers:
         proc = start_server(cmd, env, port)
@@ -357,8 +447,9 @@ async def main() -> None:
             await load(port, rate=50, seconds=2, bare=kind == "bare", seed=1)
             for rate in rates:
                 await reset(dsn)
-                run = await load(port, rate=rate, seconds=args.seconds,
-                                 bare=kind == "bare", seed=int(rate))
+                run = await load(
+                    port, rate=rate, seconds=args.seconds, bare=kind == "bare", seed=int(rate)
+                )
                 run["kind"] = kind
                 if kind == "full":
                     run["invariants"] = await invariants(dsn)
