@@ -174,6 +174,28 @@ def worker() -> None:
     asyncio.run(run())
 
 
+@app.command("catalog-sync")
+def catalog_sync() -> None:
+    """Queue a catalog sync now (departments, doctors, schedules, pools) for the worker,
+    instead of waiting for the recurring one (every 10 minutes)."""
+    from frontdesk.catalog import jobs as catalog_jobs
+    from frontdesk.core import outbox
+    from frontdesk.core.database import Database
+
+    settings = load_settings()
+
+    async def run() -> None:
+        db = Database(settings.database_url, pool_size=1, max_overflow=0)
+        try:
+            async with db.session() as session:
+                await outbox.enqueue(session, catalog_jobs.SYNC_JOB)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    typer.echo("catalog sync queued; a running worker will apply it")
+
+
 @app.command()
 def demo(
     host: HostOpt = "127.0.0.1",

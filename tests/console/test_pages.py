@@ -559,6 +559,7 @@ async def test_the_admin_nav_and_english_pages(
         "/console/wechat/keywords",
         "/console/wechat/menu",
         "/console/wechat/deliveries",
+        "/console/booking",
         "/console/audit",
         "/console/health",
         "/console/staff",
@@ -583,6 +584,7 @@ async def test_pages_have_no_inline_style_or_script_and_use_our_stylesheet(
             "/console/health",
             "/console/staff",
             "/console/patients",
+            "/console/booking",
         )
     ]
     enrol = await client.post(

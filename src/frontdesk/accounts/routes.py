@@ -34,7 +34,7 @@ CARD_TYPE_KEYS = {
 
 # Home entries; a feature adds its entry when it exists (None: shown as "coming soon").
 HOME_ENTRIES: list[dict[str, Any]] = [
-    {"key": "entry_booking", "href": None},
+    {"key": "entry_booking", "href": "/h5/booking"},
     {"key": "entry_payments", "href": None},
     {"key": "entry_reports", "href": "/h5/reports"},
     {"key": "entry_messages", "href": "/h5/messages"},

@@ -229,6 +229,30 @@ class Settings(BaseSettings):
     # The name authenticator apps show next to the account.
     console_totp_issuer: str = Field(default="Frontdesk", min_length=1, max_length=64)
 
+    # --- booking and catalog (issue 7) ---------------------------------------------------
+    # Booking opens this many days ahead at the release time (hospital local "HH:MM").
+    booking_release_days: int = Field(default=7, ge=0, le=30)
+    # The release time of each day's new slots, hospital local time.
+    booking_release_time: str = Field(default="07:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    # No booking of a slot that starts within this many minutes (cut-off).
+    booking_cutoff_minutes: int = Field(default=30, ge=0, le=24 * 60)
+    # Cancel until this hour (0-24, local) of the day before the visit; 24 = end of that day.
+    booking_cancel_deadline_hour: int = Field(default=24, ge=0, le=24)
+    booking_max_open_per_card: int = Field(default=3, ge=1, le=50)  # open bookings per card
+    # Anti-scalping: at most this many cards of one account in the same clinic session.
+    booking_max_cards_per_session: int = Field(default=2, ge=1, le=10)
+    # Credit rule: this many no-shows (违约) within the window block booking for block_days.
+    booking_no_show_limit: int = Field(default=3, ge=1, le=50)
+    booking_no_show_window_days: int = Field(default=90, ge=1, le=3650)  # the window (days)
+    booking_block_days: int = Field(default=90, ge=1, le=3650)  # how long a block lasts
+    booking_attempts_per_minute_account: int = Field(default=20, ge=1)  # booking attempts
+    booking_attempts_per_minute_ip: int = Field(default=300, ge=1)  # booking attempts per IP
+    booking_schedule_days: int = Field(default=14, ge=1, le=31)  # days a doctor's page shows
+    # Schedule pages and "pool known empty" answers are served from memory this long.
+    booking_cache_seconds: float = Field(default=3.0, ge=0, le=300)
+    # Booking requests in flight per process before new ones get "busy" (503, Retry-After).
+    booking_max_in_flight: int = Field(default=64, ge=1, le=10_000)
+
     # --- messaging, hospital pages, news and notices (issue 10) ---------------------------
     # Photos on the message board and images in articles (checked by content; WebP, JPEG,
     # PNG, GIF). Kept under max_body_bytes so the upload itself is accepted.

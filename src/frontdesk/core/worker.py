@@ -27,6 +27,8 @@ JOB_MODULES: list[str] = [
     "frontdesk.wechat.oa.jobs",
     "frontdesk.messaging.jobs",
     "frontdesk.reports.jobs",
+    "frontdesk.catalog.jobs",
+    "frontdesk.booking.jobs",
 ]
 
 

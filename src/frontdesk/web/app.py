@@ -83,6 +83,8 @@ def create_app(
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
     from frontdesk.accounts import routes as accounts_routes
+    from frontdesk.booking import console_routes as booking_console_routes
+    from frontdesk.booking import routes as booking_routes
     from frontdesk.console import messaging as messaging_console
     from frontdesk.console import wechat_oa as wechat_console
     from frontdesk.console.patients import router as console_patients_router
@@ -98,6 +100,9 @@ def _domain_routers() -> list[Any]:
         wechat_oauth.router,
         wechatpay_notify_router,
         accounts_routes.router,
+        booking_routes.router,
+        booking_routes.api,
+        booking_console_routes.router,
         console_router,
         console_patients_router,
         messaging_routes.router,

@@ -1,0 +1,465 @@
+"""The 7 a.m. rush: seed PostgreSQL with 20,000 patients holding bound cards and one day's
+pools of 5,000 slots, start the real app under uvicorn on 127.0.0.1, drive it with an
+open-model load (constant arrival rate; latency measured from each request's intended send
+time), then check the invariants in SQL. Baselines in the same run: pgbench running the same
+booking SQL, and a bare FastAPI + asyncpg endpoint doing only that SQL.
+
+    /work/.venv/bin/python -m bench.booking_rush.run \
+        --dsn postgresql://postgres@127.0.0.1:5432/frontdesk_booking --rates 250,500,1000
+
+It DROPS and recreates schema public of that database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import httpx
+from itsdangerous import TimestampSigner
+
+ROOT = Path(__file__).resolve().parents[2]
+PATIENTS = 20_000
+SCHEDULES = 200
+SLOTS_PER_SCHEDULE = 25  # 5,000 slots
+SECRET = "bench-secret-key-0123456789abcdef0123456789"
+TZ = ZoneInfo("Asia/Shanghai")
+APP_PORT, BARE_PORT = 8711, 8712
+
+
+def visit_day() -> date:
+    return datetime.now(TZ).date() + timedelta(days=1)
+
+
+async def prepare(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    await conn.close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    migrate = (
+        "import asyncio\nfrom sqlalchemy.ext.asyncio import create_async_engine\n"
+        "from frontdesk.core import migrate\n"
+        f"e = create_async_engine({dsn.replace('postgresql://', 'postgresql+asyncpg://')!r})\n"
+        "asyncio.run(migrate.upgrade(e))\n"
+    )
+    subprocess.run([sys.executable, "-c", migrate], check=True, env=env, cwd=ROOT)
+    conn = await asyncpg.connect(dsn)
+    now = datetime.now(UTC)
+    day = visit_day()
+    await conn.copy_records_to_table(
+        "catalog_department",
+        records=[(1, "GIM", "全科医学科", "", 0, now)],
+        columns=["id", "code", "name", "intro", "position", "synced_at"],
+    )
+    await conn.copy_records_to_table(
+        "catalog_doctor",
+        records=[
+            (n, f"D{n:04d}", "GIM", f"医生{n}", "主治医师", "", "", "", now)
+            for n in range(1, SCHEDULES + 1)
+        ],
+        columns=[
+            "id",
+            "code",
+            "department_code",
+            "name",
+            "title",
+            "specialty",
+            "intro",
+            "photo_url",
+            "synced_at",
+        ],
+    )
+    await conn.copy_records_to_table(
+        "catalog_schedule",
+        records=[
+            (
+                n,
+                f"S{day:%Y%m%d}D{n:04d}AM",
+                f"D{n:04d}",
+                "GIM",
+                day,
+                "am",
+                "ordinary",
+                1500,
+                "open",
+                1,
+                now,
+            )
+            for n in range(1, SCHEDULES + 1)
+        ],
+        columns=[
+            "id",
+            "his_schedule_id",
+            "doctor_code",
+            "department_code",
+            "on_date",
+            "period",
+            "level",
+            "fee_fen",
+            "status",
+            "pool_version",
+            "synced_at",
+        ],
+    )
+    start = datetime.combine(day, datetime.min.time().replace(hour=8), tzinfo=TZ)
+    slots = []
+    for s in range(1, SCHEDULES + 1):
+        for q in range(SLOTS_PER_SCHEDULE):
+            at = (start + timedelta(minutes=10 * q)).astimezone(UTC)
+            slots.append((s, q + 1, at, at + timedelta(minutes=10), True))
+    await conn.copy_records_to_table(
+        "slot",
+        records=slots,
+        columns=["schedule_id", "sequence_no", "starts_at", "ends_at", "his_available"],
+    )
+    await conn.copy_records_to_table(
+        "card",
+        records=[
+            (
+                i,
+                f"C{i:08d}",
+                "self_pay",
+                "张*",
+                "3201**********1234",
+                "138****5678",
+                "active",
+                None,
+                now,
+                now,
+            )
+            for i in range(1, PATIENTS + 1)
+        ],
+        columns=[
+            "id",
+            "card_no",
+            "card_type",
+            "holder_name_masked",
+            "id_number_masked",
+            "phone_masked",
+            "status",
+            "merged_into_card_no",
+            "verified_at",
+            "created_at",
+        ],
+    )
+    await conn.copy_records_to_table(
+        "card_binding",
+        records=[(f"o-bench-{i:06d}", i, "self", True, now) for i in range(1, PATIENTS + 1)],
+        columns=["openid", "card_id", "relationship", "is_active", "bound_at"],
+    )
+    # the baselines' scratch tables: the same SQL, nothing else
+    await conn.execute(
+        "CREATE TABLE bench_slot (id BIGINT PRIMARY KEY, booking_id BIGINT);"
+        "CREATE TABLE bench_booking (id BIGSERIAL PRIMARY KEY, slot_id BIGINT NOT NULL,"
+        " card_id BIGINT NOT NULL);"
+    )
+    await conn.execute(
+        "INSERT INTO bench_slot SELECT g, NULL FROM generate_series(1, $1) g",
+        SCHEDULES * SLOTS_PER_SCHEDULE,
+    )
+    for table in ("slot", "card", "card_binding", "catalog_schedule", "catalog_doctor"):
+        await conn.execute(f"ANALYZE {table}")
+    await conn.close()
+
+
+async def reset(dsn: str) -> None:
+    """Between runs: every slot free again, bookings and side rows gone."""
+    conn = await asyncpg.connect(dsn)
+    await conn.execute("UPDATE slot SET booking_id = NULL WHERE booking_id IS NOT NULL")
+    await conn.execute(
+        "TRUNCATE booking, booking_request, outbox_job, outbox_attempt, rate_counter"
+    )
+    await conn.execute("UPDATE bench_slot SET booking_id = NULL WHERE booking_id IS NOT NULL")
+    await conn.execute("TRUNCATE bench_booking")
+    await conn.close()
+
+
+def cookie(openid: str) -> str:
+    signer = TimestampSigner(SECRET.encode(), salt="wechat-openid-session")
+    return signer.sign(openid).decode()
+
+
+def start_server(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+    for _ in range(200):
+        try:
+            if (
+                httpx.get(
+                    f"http://127.0.0.1:{port}/healthz"
+                    if port == APP_PORT
+                    else f"http://127.0.0.1:{port}/docs",
+                    timeout=0.5,
+                ).status_code
+                < 500
+            ):
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"server on {port} did not start")
+
+
+class RawClient:
+    """A minimal keep-alive HTTP/1.1 client on asyncio streams: the load generator shares
+    the 2 cores with the server, and httpx costs more CPU per request than the app under
+    test (it, not the server, capped an earlier attempt at ~100 requests/s)."""
+
+    def __init__(self, port: int, max_connections: int = 1024) -> None:
+        self.port = port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.open = 0
+        self.max = max_connections
+        self.freed = asyncio.Condition()
+
+    async def _conn(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        while True:
+            if self.idle:
+                return self.idle.pop()
+            if self.open < self.max:
+                self.open += 1
+                try:
+                    return await asyncio.open_connection("127.0.0.1", self.port)
+                except OSError:
+                    self.open -= 1
+                    raise
+            async with self.freed:
+                await self.freed.wait()
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        reader, writer = await self._conn()
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
+            + body
+        )
+        try:
+            await writer.drain()
+            raw = await reader.readuntil(b"\r\n\r\n")
+            lines = raw.decode("latin-1").split("\r\n")
+            status = int(lines[0].split(" ")[1])
+            length = 0
+            close = False
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+                elif name.lower() == "connection" and "close" in value.lower():
+                    close = True
+            await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            writer.close()
+            self.open -= 1
+            async with self.freed:
+                self.freed.notify()
+            raise
+        if close:
+            writer.close()
+            self.open -= 1
+        else:
+            self.idle.append((reader, writer))
+        async with self.freed:
+            self.freed.notify()
+        return status
+
+    async def close(self) -> None:
+        for _r, w in self.idle:
+            w.close()
+
+
+async def load(port: int, *, rate: float, seconds: float, bare: bool, seed: int) -> dict[str, Any]:
+    """Open model: request i is due at t0 + i/rate whatever happened before; its latency is
+    measured from that due time, so a server that falls behind shows it."""
+    rng = random.Random(seed)
+    n = int(rate * seconds)
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    client = RawClient(port)
+    cookies = {}
+    t0 = time.perf_counter() + 0.3
+
+    async def one(i: int) -> None:
+        patient = rng.randrange(1, PATIENTS + 1)
+        slot = rng.randrange(1, SCHEDULES * SLOTS_PER_SCHEDULE + 1)
+        if patient not in cookies:
+            cookies[patient] = cookie(f"o-bench-{patient:06d}")
+        due = t0 + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            if bare:
+                status = await client.post(
+                    "/book", json.dumps({"slot_id": slot, "card_id": patient}).encode(), {}
+                )
+            else:
+                status = await client.post(
+                    "/api/patient/booking/bookings",
+                    json.dumps({"card_id": patient, "slot_id": slot}).encode(),
+                    {
+                        "Idempotency-Key": f"k{seed}-{i:08d}",
+                        "Cookie": f"fd_wx_session={cookies[patient]}",
+                    },
+                )
+            statuses[str(status)] += 1
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            statuses[type(exc).__name__] += 1
+        latencies.append(time.perf_counter() - due)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed = time.perf_counter() - t0
+    await client.close()
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1)
+
+    ok = statuses.get("201", 0)
+    return {
+        "target_rate": rate,
+        "attempts": n,
+        "elapsed_s": round(elapsed, 2),
+        "attempts_per_s": round(n / elapsed, 1),
+        "bookings_per_s": round(ok / elapsed, 1),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "p999_ms": pct(0.999),
+        "mean_ms": round(1000 * statistics.fmean(latencies), 1),
+        "statuses": dict(statuses),
+    }
+
+
+async def invariants(dsn: str) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    live = "status IN ('booked', 'checked_in', 'no_show')"
+    q = {
+        "slot_given_twice": f"SELECT count(*) FROM (SELECT slot_id FROM booking WHERE {live} "
+        "GROUP BY slot_id HAVING count(*) > 1) t",
+        "slot_mismatch": "SELECT count(*) FROM booking b LEFT JOIN slot s ON s.id = b.slot_id "
+        f"AND s.booking_id = b.id WHERE b.{live} AND s.id IS NULL",
+        "slot_orphan": "SELECT count(*) FROM slot s LEFT JOIN booking b ON b.id = s.booking_id "
+        f"AND b.{live} WHERE s.booking_id IS NOT NULL AND b.id IS NULL",
+        "card_day_twice": f"SELECT count(*) FROM (SELECT card_id FROM booking WHERE {live} "
+        "GROUP BY card_id, doctor_code, on_date HAVING count(*) > 1) t",
+        "card_over_open_limit": "SELECT count(*) FROM (SELECT card_id FROM booking WHERE "
+        "status = 'booked' GROUP BY card_id HAVING count(*) > 3) t",
+        "booking_without_his_registration_job": "SELECT count(*) FROM booking b WHERE NOT EXISTS "
+        "(SELECT 1 FROM outbox_job j WHERE j.dedupe_key = 'booking.register:' || b.id)",
+        "bookings": "SELECT count(*) FROM booking",
+    }
+    out = {k: int(await conn.fetchval(sql)) for k, sql in q.items()}
+    await conn.close()
+    return out
+
+
+def pgbench(dsn: str, clients: int, seconds: int) -> str:
+    script = (
+        "\\set s random(1, 5000)\n\\set c random(1, 20000)\nBEGIN;\n"
+        "INSERT INTO bench_booking (slot_id, card_id) VALUES (:s, :c) RETURNING id AS b \\gset\n"
+        "UPDATE bench_slot SET booking_id = :b WHERE id = :s AND booking_id IS NULL;\nEND;\n"
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
+        f.write(script)
+    out = subprocess.run(
+        ["pgbench", "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", f.name, dsn],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return next(line for line in out.splitlines() if line.startswith("tps"))
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dsn", required=True)
+    ap.add_argument("--rates", default="250,500,1000")
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--overload", type=float, default=0, help="an extra run at this rate")
+    ap.add_argument("--pool", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=1, help="uvicorn processes for the full app")
+    ap.add_argument("--skip-baselines", action="store_true")
+    args = ap.parse_args()
+    dsn = args.dsn
+    results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "runs": []}
+    await prepare(dsn)
+    if not args.skip_baselines:
+        results["pgbench_16_clients"] = pgbench(dsn, 16, 10)
+    await reset(dsn)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "FRONTDESK_DATABASE_URL": dsn.replace("postgresql://", "postgresql+asyncpg://"),
+        "FRONTDESK_SECRET_KEY": SECRET,
+        "FRONTDESK_DB_POOL_SIZE": str(args.pool),
+        "FRONTDESK_DB_MAX_OVERFLOW": "0",
+        "FRONTDESK_LOG_LEVEL": "WARNING",
+        # one load generator = one IP: the per-IP limit would refuse the whole test
+        "FRONTDESK_BOOKING_ATTEMPTS_PER_MINUTE_IP": "100000000",
+        "BENCH_DSN": dsn,
+        "BENCH_POOL": str(args.pool),
+    }
+    uvicorn = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    rates = [float(r) for r in args.rates.split(",")] + ([args.overload] if args.overload else [])
+    servers = [
+        ("bare", [*uvicorn, "--port", str(BARE_PORT), "bench.booking_rush.bare:app"], BARE_PORT),
+        (
+            "full",
+            [
+                *uvicorn,
+                "--port",
+                str(APP_PORT),
+                "--workers",
+                str(args.workers),
+                "--factory",
+                "frontdesk.web.factory:app_from_env",
+            ],
+            APP_PORT,
+        ),
+    ]
+    for kind, cmd, port in servers[1:] if args.skip_baselines else servers:
+        proc = start_server(cmd, env, port)
+        try:
+            # warm-up (connections, caches, imports), not measured
+            await load(port, rate=50, seconds=2, bare=kind == "bare", seed=1)
+            for rate in rates:
+                await reset(dsn)
+                run = await load(
+                    port, rate=rate, seconds=args.seconds, bare=kind == "bare", seed=int(rate)
+                )
+                run["kind"] = kind
+                if kind == "full":
+                    run["invariants"] = await invariants(dsn)
+                print(json.dumps(run, ensure_ascii=False), flush=True)
+                results["runs"].append(run)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    print(json.dumps(results, ensure_ascii=False, indent=1))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,107 @@
+"""Console page for the scheduling office: the WeChat pools and fill rates per session, the
+bookings of a session with their check-in state, and no-show blocks with a lift (reason
+required, audited). Clinic suspensions are entered in the HIS, which is the source of
+truth; they reach us through its event feed."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import RedirectResponse, Response
+
+from frontdesk.booking import service as booking
+from frontdesk.booking.errors import BlockNotFound, LiftReasonRequired
+from frontdesk.catalog import service as catalog
+from frontdesk.console.auth import ALL_ROLES, require_role
+from frontdesk.console.nav import register_nav_item
+from frontdesk.console.routes import render
+from frontdesk.console.service import Principal
+from frontdesk.core.clock import get_clock, now
+from frontdesk.core.money import format_fen
+from frontdesk.web.deps import SessionDep
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+# Roles by value: presentation outside the console does not import its models.
+OFFICE_ROLES = frozenset(r for r in ALL_ROLES if r.value in {"scheduling", "admin"})
+Office = Annotated[Principal, Depends(require_role(*OFFICE_ROLES))]
+register_nav_item("/console/booking", "console.nav.booking", set(OFFICE_ROLES), order=200)
+
+
+@router.get("/booking")
+async def booking_page(
+    principal: Office,
+    request: Request,
+    session: SessionDep,
+    day: Annotated[date | None, Query()] = None,
+    notice: Annotated[str, Query(max_length=32)] = "",
+    error: Annotated[str, Query(max_length=64)] = "",
+) -> Response:
+    on = day or get_clock().today()
+    scheds = await catalog.schedules(session, start=on, end=on)
+    counts = await booking.counts_by_schedule(session, schedule_ids=[s.schedule_id for s in scheds])
+    names = await catalog.doctor_names(session, sorted({s.doctor_code for s in scheds}))
+    rows = []
+    for s in scheds:
+        c = counts.get(s.schedule_id, {})
+        taken = s.slots_total - s.slots_left
+        rows.append(
+            {
+                "s": s,
+                "doctor": names[s.doctor_code].name if s.doctor_code in names else s.doctor_code,
+                "fill": round(100 * taken / s.slots_total) if s.slots_total else 0,
+                "booked": c.get("booked", 0),
+                "checked_in": c.get("checked_in", 0),
+                "no_show": c.get("no_show", 0),
+            }
+        )
+    return render(
+        request,
+        "booking.html",
+        {
+            "day": on,
+            "rows": rows,
+            "blocks": await booking.blocks(session, now=now()),
+            "fen": format_fen,
+            "notice": notice,
+            "error": error,
+        },
+        principal=principal,
+    )
+
+
+@router.get("/booking/schedules/{schedule_id}")
+async def session_page(
+    principal: Office, request: Request, schedule_id: int, session: SessionDep
+) -> Response:
+    sched = await catalog.schedule(session, schedule_id)
+    rows = await booking.session_bookings(session, schedule_id=schedule_id)
+    return render(
+        request,
+        "booking_session.html",
+        {
+            "s": sched,
+            "rows": rows,
+            "mask": booking.mask_card_no,
+            "local": lambda v: v.astimezone(get_clock().tz).strftime("%H:%M"),
+        },
+        principal=principal,
+    )
+
+
+@router.post("/booking/blocks/{block_id}/lift")
+async def lift(
+    principal: Office,
+    request: Request,
+    block_id: int,
+    session: SessionDep,
+    reason: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    try:
+        await booking.lift_block(
+            session, block_id=block_id, staff=principal.actor, reason=reason, now=now()
+        )
+    except (BlockNotFound, LiftReasonRequired) as exc:
+        return RedirectResponse(f"/console/booking?error={exc.code}", status_code=303)
+    return RedirectResponse("/console/booking?notice=lifted", status_code=303)

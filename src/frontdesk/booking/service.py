@@ -1,0 +1,813 @@
+"""Booking rules: take a slot once, cancel until the deadline, no-shows and credit, clinic
+suspension, and the idempotency of booking requests.
+
+Every function takes the session first and never commits. Patient-facing functions take the
+caller's ``PatientScope`` (from ``accounts.service.scope_for``): a booking or card outside it
+is "not found". A refusal raises a ``DomainError`` and leaves nothing behind: the writes of
+``book`` and ``cancel`` run in a savepoint rolled back on refusal.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from frontdesk.accounts.schemas import BoundCard, PatientScope
+from frontdesk.booking import errors
+from frontdesk.booking.models import (
+    BOOKED,
+    CANCELLED,
+    CANCELLED_BY_HOSPITAL,
+    CHECKED_IN,
+    HIS_CANCELLED,
+    HIS_PENDING,
+    HIS_REFUSED,
+    HIS_REGISTERED,
+    HIS_SKIPPED,
+    NO_SHOW,
+    REFUSED_BY_HIS,
+    Booking,
+    BookingRequest,
+    CreditBlock,
+)
+from frontdesk.booking.schemas import BlockView, BookingPolicy, BookingView, CreditStatus
+from frontdesk.catalog import service as catalog
+from frontdesk.core import audit, outbox
+from frontdesk.core.clock import get_clock
+from frontdesk.core.i18n import translate
+from frontdesk.core.money import format_fen
+from frontdesk.core.sql import insert_ignoring_conflict
+from frontdesk.wechat.oa.templates import queue_template
+
+log = logging.getLogger("frontdesk.booking")
+
+REGISTER_JOB = "booking.register"
+CANCEL_IN_HIS_JOB = "booking.cancel_in_his"
+HOLDING = (BOOKED, CHECKED_IN, NO_SHOW)  # statuses that keep the card's day for the doctor
+IN_FLIGHT_STALE = timedelta(seconds=30)
+
+
+# --------------------------------------------------------------------------- time rules
+
+
+def release_at(on_date: date, policy: BookingPolicy) -> datetime:
+    """When booking opens for a visit day: N days before, at the release time (local)."""
+    return get_clock().at_local(on_date - timedelta(days=policy.release_days), policy.release_time)
+
+
+def cancel_deadline(on_date: date, policy: BookingPolicy) -> datetime:
+    """The last instant a patient may cancel: the set hour of the day before the visit
+    (24 = the end of that day, i.e. midnight when the visit day starts)."""
+    clock = get_clock()
+    if policy.cancel_deadline_hour >= 24:
+        return clock.start_of_day(on_date)
+    return clock.at_local(on_date - timedelta(days=1), time(policy.cancel_deadline_hour))
+
+
+def _day_key(card_id: int, doctor_code: str, on_date: date) -> str:
+    return f"{card_id}:{doctor_code}:{on_date.isoformat()}"
+
+
+def _new_ref() -> str:
+    return "WX" + secrets.token_hex(10).upper()
+
+
+# --------------------------------------------------------------------------- views
+
+
+def _view(b: Booking, policy: BookingPolicy, now: datetime) -> BookingView:
+    deadline = cancel_deadline(b.on_date, policy)
+    reason: str | None = None
+    if b.status != BOOKED:
+        reason = "booking_not_cancellable"
+    elif now >= deadline:
+        reason = "booking_cancel_deadline_passed"
+    return BookingView(
+        booking_id=b.id,
+        booking_ref=b.booking_ref,
+        card_id=b.card_id,
+        card_no=b.card_no,
+        schedule_id=b.schedule_id,
+        doctor_code=b.doctor_code,
+        department_code=b.department_code,
+        on_date=b.on_date,
+        period=b.period,
+        level=b.level,
+        fee_fen=b.fee_fen,
+        sequence_no=b.sequence_no,
+        starts_at=b.starts_at,
+        ends_at=b.ends_at,
+        status=b.status,
+        his_state=b.his_state,
+        created_at=b.created_at,
+        cancel_deadline_at=deadline,
+        cancellable=reason is None,
+        not_cancellable_reason=reason,
+    )
+
+
+async def bookings_of(
+    session: AsyncSession, *, scope: PatientScope, policy: BookingPolicy, now: datetime
+) -> list[BookingView]:
+    """Every booking of the caller's bound cards, newest visit first."""
+    if not scope.card_ids:
+        return []
+    rows = (
+        await session.execute(
+            select(Booking)
+            .where(Booking.card_id.in_(sorted(scope.card_ids)))
+            .order_by(Booking.on_date.desc(), Booking.starts_at.desc(), Booking.id.desc())
+            .limit(200)
+        )
+    ).scalars()
+    return [_view(b, policy, now) for b in rows]
+
+
+async def _owned(session: AsyncSession, *, scope: PatientScope, booking_id: int) -> Booking:
+    row = (
+        await session.execute(
+            select(Booking).where(
+                Booking.id == booking_id, Booking.card_id.in_(sorted(scope.card_ids) or [-1])
+            )
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise errors.BookingNotFound
+    return row
+
+
+async def booking_of(
+    session: AsyncSession,
+    *,
+    scope: PatientScope,
+    booking_id: int,
+    policy: BookingPolicy,
+    now: datetime,
+) -> BookingView:
+    return _view(await _owned(session, scope=scope, booking_id=booking_id), policy, now)
+
+
+# --------------------------------------------------------------------------- credit
+
+
+async def credit_status(
+    session: AsyncSession, *, card_id: int, policy: BookingPolicy, now: datetime
+) -> CreditStatus:
+    """The no-shows that count for a card and any block in force.
+
+    No-shows count within the window and after the last block began (a block "uses up" the
+    no-shows that caused it, so lifting it does not re-block at once)."""
+    last_block = (
+        await session.execute(
+            select(CreditBlock)
+            .where(CreditBlock.card_id == card_id)
+            .order_by(CreditBlock.blocked_at.desc(), CreditBlock.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    since_day = get_clock().local_date_of(now) - timedelta(days=policy.no_show_window_days)
+    stmt = select(func.count()).where(
+        Booking.card_id == card_id, Booking.status == NO_SHOW, Booking.on_date > since_day
+    )
+    if last_block is not None:
+        stmt = stmt.where(Booking.no_show_at > last_block.blocked_at)
+    count = int((await session.execute(stmt)).scalar_one())
+    in_force = (
+        last_block is not None
+        and last_block.lifted_at is None
+        and last_block.blocked_until_at > now
+    )
+    return CreditStatus(
+        card_id=card_id,
+        no_shows=count,
+        limit=policy.no_show_limit,
+        window_days=policy.no_show_window_days,
+        block_days=policy.block_days,
+        blocked_until_at=last_block.blocked_until_at if in_force and last_block else None,
+        block_id=last_block.id if in_force and last_block else None,
+    )
+
+
+async def _apply_credit_rule(
+    session: AsyncSession, *, card_id: int, card_no: str, policy: BookingPolicy, now: datetime
+) -> CreditBlock | None:
+    status = await credit_status(session, card_id=card_id, policy=policy, now=now)
+    if status.blocked or status.no_shows < policy.no_show_limit:
+        return None
+    block = CreditBlock(
+        card_id=card_id,
+        card_no=card_no,
+        no_shows=status.no_shows,
+        blocked_at=now,
+        blocked_until_at=now + timedelta(days=policy.block_days),
+    )
+    session.add(block)
+    await session.flush()
+    await audit.record(
+        session,
+        at=now,
+        actor="system",
+        action="booking.block",
+        record_type="credit_block",
+        record_id=block.id,
+        card_id=card_id,
+        detail={"no_shows": status.no_shows},
+    )
+    return block
+
+
+async def lift_block(
+    session: AsyncSession, *, block_id: int, staff: str, reason: str, now: datetime
+) -> BlockView:
+    """Staff lift a block before its end; the reason is required and audited."""
+    reason = reason.strip()
+    if not reason or len(reason) > 500:
+        raise errors.LiftReasonRequired
+    done = await session.execute(
+        update(CreditBlock)
+        .where(CreditBlock.id == block_id, CreditBlock.lifted_at.is_(None))
+        .values(lifted_at=now, lifted_by=staff, lift_reason=reason)
+        .returning(CreditBlock.card_id)
+    )
+    card_id = done.scalar_one_or_none()
+    if card_id is None:
+        raise errors.BlockNotFound
+    await audit.record(
+        session,
+        at=now,
+        actor=staff,
+        action="booking.block_lifted",
+        record_type="credit_block",
+        record_id=block_id,
+        card_id=card_id,
+        detail={"reason": reason},
+    )
+    row = (
+        await session.execute(select(CreditBlock).where(CreditBlock.id == block_id))
+    ).scalar_one()
+    return _block_view(row)
+
+
+def mask_card_no(card_no: str) -> str:
+    return "*" * max(0, len(card_no) - 4) + card_no[-4:]
+
+
+def _block_view(b: CreditBlock) -> BlockView:
+    return BlockView(
+        block_id=b.id,
+        card_id=b.card_id,
+        card_no_masked=mask_card_no(b.card_no),
+        no_shows=b.no_shows,
+        blocked_at=b.blocked_at,
+        blocked_until_at=b.blocked_until_at,
+        lifted_at=b.lifted_at,
+        lifted_by=b.lifted_by,
+        lift_reason=b.lift_reason,
+    )
+
+
+async def blocks(session: AsyncSession, *, now: datetime, limit: int = 200) -> list[BlockView]:
+    """Blocks in force (for the scheduling office), newest first."""
+    rows = (
+        await session.execute(
+            select(CreditBlock)
+            .where(CreditBlock.lifted_at.is_(None), CreditBlock.blocked_until_at > now)
+            .order_by(CreditBlock.blocked_at.desc())
+            .limit(limit)
+        )
+    ).scalars()
+    return [_block_view(b) for b in rows]
+
+
+# --------------------------------------------------------------------------- idempotency
+
+
+async def claim_request(
+    session: AsyncSession, *, openid: str, key: str, request_hash: str, now: datetime
+) -> int | None:
+    """Claim an idempotency key before booking (run in its own short transaction).
+
+    Returns the booking id if this key already booked (the caller answers with it), or
+    None if the caller now holds the key and should book. Raises ``IdempotencyKeyReused``
+    (422) for the same key with another body and ``RequestInFlight`` (409) while the first
+    request is still running. A claim left by a crashed request is taken over once stale."""
+    inserted = await session.execute(
+        insert_ignoring_conflict(
+            session,
+            BookingRequest.__table__,
+            {
+                "openid": openid,
+                "idempotency_key": key,
+                "request_hash": request_hash,
+                "state": "in_flight",
+                "created_at": now,
+                "updated_at": now,
+            },
+            conflict_columns=["openid", "idempotency_key"],
+        )
+    )
+    if int(getattr(inserted, "rowcount", 0)) == 1:
+        return None
+    row = (
+        await session.execute(
+            select(BookingRequest).where(
+                BookingRequest.openid == openid, BookingRequest.idempotency_key == key
+            )
+        )
+    ).scalar_one()
+    if row.request_hash != request_hash:
+        raise errors.IdempotencyKeyReused
+    if row.state == "done" and row.booking_id is not None:
+        return row.booking_id
+    if row.state == "in_flight" and now - row.updated_at < IN_FLIGHT_STALE:
+        raise errors.RequestInFlight
+    taken = await session.execute(
+        update(BookingRequest)
+        .where(
+            BookingRequest.openid == openid,
+            BookingRequest.idempotency_key == key,
+            BookingRequest.state == row.state,
+            BookingRequest.updated_at == row.updated_at,
+        )
+        .values(state="in_flight", updated_at=now)
+    )
+    if int(getattr(taken, "rowcount", 0)) != 1:
+        raise errors.RequestInFlight
+    return None
+
+
+async def finish_request(
+    session: AsyncSession, *, openid: str, key: str, booking_id: int, now: datetime
+) -> None:
+    """Record the booking under the key, in the booking's own transaction."""
+    await session.execute(
+        update(BookingRequest)
+        .where(BookingRequest.openid == openid, BookingRequest.idempotency_key == key)
+        .values(state="done", booking_id=booking_id, updated_at=now)
+    )
+
+
+async def drop_request(session: AsyncSession, *, openid: str, key: str) -> None:
+    """Forget the claim of a refused booking (in the request's transaction, which the route
+    commits), so a retry with the key is judged afresh and a refusal leaves no row."""
+    await session.execute(
+        delete(BookingRequest).where(
+            BookingRequest.openid == openid,
+            BookingRequest.idempotency_key == key,
+            BookingRequest.state == "in_flight",
+        )
+    )
+
+
+async def booking_by_id(
+    session: AsyncSession,
+    *,
+    scope: PatientScope,
+    booking_id: int,
+    policy: BookingPolicy,
+    now: datetime,
+) -> BookingView:
+    return await booking_of(session, scope=scope, booking_id=booking_id, policy=policy, now=now)
+
+
+# --------------------------------------------------------------------------- booking
+
+
+async def book(
+    session: AsyncSession,
+    *,
+    scope: PatientScope,
+    card_id: int,
+    slot_id: int,
+    policy: BookingPolicy,
+    now: datetime,
+) -> BookingView:
+    """Book a slot for one of the caller's cards.
+
+    Checks, in order: the card is the caller's and usable; the slot exists; its schedule is
+    open, released, not past and before the cut-off; the card is not blocked; it has fewer
+    than K open bookings; fewer than M of the account's cards are in this session. Then one
+    INSERT (whose unique ``active_day_key`` enforces one booking per card per doctor per
+    day) and ONE guarded UPDATE of the slot; the HIS registration is queued in the outbox.
+    """
+    card: BoundCard = scope.card(card_id)
+    if not card.usable:
+        raise errors.CardNotUsable
+    slot = await catalog.slot_for_booking(session, slot_id=slot_id)
+    if slot is None:
+        raise errors.SlotUnknown
+    if slot.status == catalog.SUSPENDED:
+        raise errors.ScheduleSuspended
+    clock = get_clock()
+    if slot.on_date < clock.local_date_of(now) or slot.starts_at <= now:
+        raise errors.SchedulePast
+    opens = release_at(slot.on_date, policy)
+    if now < opens:
+        raise errors.ScheduleNotReleased(opens_at=opens.isoformat())
+    if now > slot.starts_at - policy.cutoff:
+        raise errors.BookingClosed
+    if catalog.known_full(slot.schedule_id):
+        raise errors.ScheduleFull
+    credit = await credit_status(session, card_id=card.card_id, policy=policy, now=now)
+    if credit.blocked:
+        raise errors.BookingBlocked(until=credit.blocked_until_at)
+    today = clock.local_date_of(now)
+    open_count = int(
+        (
+            await session.execute(
+                select(func.count()).where(
+                    Booking.card_id == card.card_id,
+                    Booking.status == BOOKED,
+                    Booking.on_date >= today,
+                )
+            )
+        ).scalar_one()
+    )
+    if open_count >= policy.max_open_per_card:
+        raise errors.TooManyOpenBookings(limit=policy.max_open_per_card)
+    cards_in_session = set(
+        (
+            await session.execute(
+                select(Booking.card_id).where(
+                    Booking.openid == scope.openid,
+                    Booking.schedule_id == slot.schedule_id,
+                    Booking.status.in_((BOOKED, CHECKED_IN)),
+                )
+            )
+        ).scalars()
+    )
+    if card.card_id not in cards_in_session and len(cards_in_session) >= (
+        policy.max_cards_per_session
+    ):
+        raise errors.TooManyCardsInSession(limit=policy.max_cards_per_session)
+
+    booking = Booking(
+        booking_ref=_new_ref(),
+        openid=scope.openid,
+        card_id=card.card_id,
+        card_no=card.card_no,
+        slot_id=slot.slot_id,
+        schedule_id=slot.schedule_id,
+        his_schedule_id=slot.his_schedule_id,
+        doctor_code=slot.doctor_code,
+        department_code=slot.department_code,
+        on_date=slot.on_date,
+        period=slot.period,
+        level=slot.level,
+        fee_fen=slot.fee_fen,
+        sequence_no=slot.sequence_no,
+        starts_at=slot.starts_at,
+        ends_at=slot.ends_at,
+        status=BOOKED,
+        active_day_key=_day_key(card.card_id, slot.doctor_code, slot.on_date),
+        his_state=HIS_PENDING,
+        created_at=now,
+    )
+    savepoint = await session.begin_nested()
+    try:
+        session.add(booking)
+        try:
+            await session.flush()
+        except IntegrityError as exc:
+            raise errors.DuplicateBooking from exc
+        if not await catalog.take_slot(session, slot_id=slot.slot_id, booking_id=booking.id):
+            if not await catalog.has_free_slot(session, schedule_id=slot.schedule_id):
+                catalog.mark_full(slot.schedule_id)
+                raise errors.ScheduleFull
+            raise errors.SlotTaken
+        await outbox.enqueue(
+            session, REGISTER_JOB, booking_id=booking.id, dedupe_key=f"{REGISTER_JOB}:{booking.id}"
+        )
+        await audit.record(
+            session,
+            at=now,
+            actor=scope.openid,
+            action="booking.book",
+            record_type="booking",
+            record_id=booking.id,
+            card_id=card.card_id,
+        )
+    except BaseException:
+        await savepoint.rollback()
+        raise
+    await savepoint.commit()
+    return _view(booking, policy, now)
+
+
+async def cancel(
+    session: AsyncSession,
+    *,
+    scope: PatientScope,
+    booking_id: int,
+    policy: BookingPolicy,
+    now: datetime,
+) -> BookingView:
+    """The patient cancels before the deadline: the slot goes back to the pool at once and
+    the HIS cancellation is queued. Refused (nothing changed) after the deadline or twice."""
+    b = await _owned(session, scope=scope, booking_id=booking_id)
+    if b.status != BOOKED:
+        raise errors.NotCancellable(current=b.status)
+    if now >= cancel_deadline(b.on_date, policy):
+        raise errors.CancelDeadlinePassed
+    done = await session.execute(
+        update(Booking)
+        .where(Booking.id == b.id, Booking.status == BOOKED)
+        .values(status=CANCELLED, cancelled_at=now, cancel_reason="patient", active_day_key=None)
+        .execution_options(synchronize_session=False)
+    )
+    if int(getattr(done, "rowcount", 0)) != 1:
+        raise errors.NotCancellable(current="changed")
+    await catalog.release_slot(session, slot_id=b.slot_id, booking_id=b.id)
+    await outbox.enqueue(
+        session, CANCEL_IN_HIS_JOB, booking_id=b.id, dedupe_key=f"{CANCEL_IN_HIS_JOB}:{b.id}"
+    )
+    await audit.record(
+        session,
+        at=now,
+        actor=scope.openid,
+        action="booking.cancel",
+        record_type="booking",
+        record_id=b.id,
+        card_id=b.card_id,
+    )
+    await _tell(session, b, kind="booking_cancelled", reason_key="msg_reason_patient", now=now)
+    fresh = (await session.execute(select(Booking).where(Booking.id == b.id))).scalar_one()
+    await session.refresh(fresh)
+    return _view(fresh, policy, now)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+async def _tell(
+    session: AsyncSession,
+    b: Booking,
+    *,
+    kind: str,
+    reason_key: str | None = None,
+    url: str | None = None,
+    now: datetime,
+) -> None:
+    """Queue a template message to the account that booked (nothing if they unfollowed)."""
+    names = await catalog.doctor_names(session, [b.doctor_code])
+    doctor = names[b.doctor_code].name if b.doctor_code in names else b.doctor_code
+    local = b.starts_at.astimezone(get_clock().tz)
+    data = {
+        "doctor": doctor[:20],
+        "time": f"{local:%m-%d %H:%M} #{b.sequence_no}",
+        "fee": format_fen(b.fee_fen),
+    }
+    if reason_key:
+        data["reason"] = translate(reason_key)[:20]
+    await queue_template(
+        session,
+        openid=b.openid,
+        kind=kind,
+        data=data,
+        url=url or f"/h5/booking/appointments/{b.id}",
+        now=now,
+    )
+
+
+# --------------------------------------------------------------------------- HIS outcomes
+
+
+async def pending_registration(session: AsyncSession, booking_id: int) -> Booking | None:
+    return (
+        await session.execute(select(Booking).where(Booking.id == booking_id))
+    ).scalar_one_or_none()
+
+
+async def slot_has_pending_his_cancel(session: AsyncSession, *, slot_id: int, but: int) -> bool:
+    """Another booking of this slot was cancelled here but not yet in the HIS."""
+    found = await session.execute(
+        select(Booking.id)
+        .where(
+            Booking.slot_id == slot_id,
+            Booking.id != but,
+            Booking.his_state == HIS_REGISTERED,
+            Booking.status.in_((CANCELLED,)),
+        )
+        .limit(1)
+    )
+    return found.scalar_one_or_none() is not None
+
+
+async def registered(
+    session: AsyncSession, *, booking_id: int, appointment_id: str, now: datetime
+) -> None:
+    """The HIS registered the booking: remember its id and tell the patient (once)."""
+    done = await session.execute(
+        update(Booking)
+        .where(Booking.id == booking_id, Booking.his_state == HIS_PENDING)
+        .values(his_state=HIS_REGISTERED, his_appointment_id=appointment_id)
+        .returning(Booking.status)
+    )
+    status = done.scalar_one_or_none()
+    if status is None:
+        return
+    b = (await session.execute(select(Booking).where(Booking.id == booking_id))).scalar_one()
+    if status == BOOKED:
+        await _tell(session, b, kind="booking_made", now=now)
+    elif status == CANCELLED:
+        # Cancelled by the patient while the registration was in flight: undo it in the HIS.
+        await outbox.enqueue(
+            session, CANCEL_IN_HIS_JOB, booking_id=b.id, dedupe_key=f"{CANCEL_IN_HIS_JOB}:{b.id}"
+        )
+
+
+async def refused_by_his(
+    session: AsyncSession, *, booking_id: int, code: str, now: datetime
+) -> None:
+    """The HIS refused the registration: cancel the booking, give the slot back, tell why."""
+    done = await session.execute(
+        update(Booking)
+        .where(Booking.id == booking_id, Booking.his_state == HIS_PENDING)
+        .values(his_state=HIS_REFUSED, his_refusal_code=code[:64])
+        .returning(Booking.status)
+    )
+    status = done.scalar_one_or_none()
+    if status != BOOKED:
+        return
+    await session.execute(
+        update(Booking)
+        .where(Booking.id == booking_id, Booking.status == BOOKED)
+        .values(
+            status=REFUSED_BY_HIS, cancelled_at=now, cancel_reason=code[:64], active_day_key=None
+        )
+    )
+    b = (await session.execute(select(Booking).where(Booking.id == booking_id))).scalar_one()
+    # When the HIS gave this number elsewhere, keep it out of our pool until the next sync.
+    await catalog.release_slot(
+        session, slot_id=b.slot_id, booking_id=b.id, his_available=code != "slot_taken"
+    )
+    await _tell(
+        session, b, kind="booking_cancelled", reason_key=f"msg_reason_his_{_reason(code)}", now=now
+    )
+
+
+def _reason(code: str) -> str:
+    return code if code in {"schedule_suspended", "slot_taken", "card_not_found"} else "other"
+
+
+async def skip_registration(session: AsyncSession, *, booking_id: int) -> None:
+    await session.execute(
+        update(Booking)
+        .where(Booking.id == booking_id, Booking.his_state == HIS_PENDING, Booking.status != BOOKED)
+        .values(his_state=HIS_SKIPPED)
+    )
+
+
+async def cancelled_in_his(session: AsyncSession, *, booking_id: int) -> None:
+    await session.execute(
+        update(Booking)
+        .where(Booking.id == booking_id, Booking.his_state == HIS_REGISTERED)
+        .values(his_state=HIS_CANCELLED)
+    )
+
+
+# --------------------------------------------------------------------------- HIS events
+
+
+async def _by_ref(session: AsyncSession, booking_ref: str) -> Booking | None:
+    return (
+        await session.execute(select(Booking).where(Booking.booking_ref == booking_ref))
+    ).scalar_one_or_none()
+
+
+async def record_check_in(session: AsyncSession, *, booking_ref: str, now: datetime) -> bool:
+    done = await session.execute(
+        update(Booking)
+        .where(Booking.booking_ref == booking_ref, Booking.status.in_((BOOKED, NO_SHOW)))
+        .values(status=CHECKED_IN, checked_in_at=now, no_show_at=None)
+    )
+    return int(getattr(done, "rowcount", 0)) == 1
+
+
+async def record_no_show(
+    session: AsyncSession, *, booking_ref: str, policy: BookingPolicy, now: datetime
+) -> bool:
+    """A booked appointment not checked in by the end of its day becomes a no-show; the
+    credit rule may then block the card."""
+    done = await session.execute(
+        update(Booking)
+        .where(Booking.booking_ref == booking_ref, Booking.status == BOOKED)
+        .values(status=NO_SHOW, no_show_at=now)
+    )
+    if int(getattr(done, "rowcount", 0)) != 1:
+        return False
+    b = await _by_ref(session, booking_ref)
+    assert b is not None
+    await _apply_credit_rule(session, card_id=b.card_id, card_no=b.card_no, policy=policy, now=now)
+    return True
+
+
+async def cancel_for_suspension(
+    session: AsyncSession, *, schedule_id: int, now: datetime
+) -> list[int]:
+    """A clinic suspension (停诊): cancel the session's bookings without penalty and tell each
+    patient, with a link to rebook this doctor (or a colleague). Safe to run twice."""
+    rows = list(
+        (
+            await session.execute(
+                select(Booking).where(Booking.schedule_id == schedule_id, Booking.status == BOOKED)
+            )
+        ).scalars()
+    )
+    cancelled: list[int] = []
+    for b in rows:
+        done = await session.execute(
+            update(Booking)
+            .where(Booking.id == b.id, Booking.status == BOOKED)
+            .values(
+                status=CANCELLED_BY_HOSPITAL,
+                cancelled_at=now,
+                cancel_reason="clinic_suspended",
+                active_day_key=None,
+            )
+        )
+        if int(getattr(done, "rowcount", 0)) != 1:
+            continue
+        cancelled.append(b.id)
+        # The session will not happen: the number is free again (bookable if the HIS ever
+        # reopens the session with a new pool version).
+        await catalog.release_slot(session, slot_id=b.slot_id, booking_id=b.id)
+        await _tell(
+            session,
+            b,
+            kind="clinic_suspended",
+            reason_key="msg_reason_suspended",
+            url=f"/h5/booking/doctors/{b.doctor_code}?rebook={b.id}",
+            now=now,
+        )
+    return cancelled
+
+
+# --------------------------------------------------------------------------- jobs' queries
+
+
+async def due_for_reminder(session: AsyncSession, *, on_date: date) -> list[int]:
+    rows = await session.execute(
+        select(Booking.id).where(
+            Booking.on_date == on_date, Booking.status == BOOKED, Booking.reminded_at.is_(None)
+        )
+    )
+    return list(rows.scalars())
+
+
+async def remind(session: AsyncSession, *, booking_id: int, now: datetime) -> bool:
+    done = await session.execute(
+        update(Booking)
+        .where(Booking.id == booking_id, Booking.status == BOOKED, Booking.reminded_at.is_(None))
+        .values(reminded_at=now)
+    )
+    if int(getattr(done, "rowcount", 0)) != 1:
+        return False
+    b = (await session.execute(select(Booking).where(Booking.id == booking_id))).scalar_one()
+    await _tell(session, b, kind="visit_reminder", now=now)
+    return True
+
+
+async def unfinished_before(session: AsyncSession, *, day: date) -> list[tuple[int, str, str]]:
+    """(id, booking_ref, HIS appointment id) of registered bookings still 'booked' whose day
+    ended before ``day``."""
+    rows = await session.execute(
+        select(Booking.id, Booking.booking_ref, Booking.his_appointment_id).where(
+            Booking.on_date < day,
+            Booking.status == BOOKED,
+            Booking.his_state == HIS_REGISTERED,
+        )
+    )
+    return [(i, r, a or "") for i, r, a in rows.all()]
+
+
+# --------------------------------------------------------------------------- console
+
+
+async def session_bookings(session: AsyncSession, *, schedule_id: int) -> list[Booking]:
+    rows = await session.execute(
+        select(Booking).where(Booking.schedule_id == schedule_id).order_by(Booking.sequence_no)
+    )
+    return list(rows.scalars())
+
+
+async def counts_by_schedule(
+    session: AsyncSession, *, schedule_ids: Sequence[int]
+) -> dict[int, dict[str, int]]:
+    if not schedule_ids:
+        return {}
+    rows = await session.execute(
+        select(Booking.schedule_id, Booking.status, func.count())
+        .where(Booking.schedule_id.in_(list(schedule_ids)))
+        .group_by(Booking.schedule_id, Booking.status)
+    )
+    out: dict[int, dict[str, int]] = {}
+    for sid, status, n in rows.all():
+        out.setdefault(sid, {})[status] = int(n)
+    return out

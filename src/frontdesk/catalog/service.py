@@ -1,0 +1,515 @@
+"""The catalog's rules: apply what the HIS says (idempotently), answer what patients browse,
+and give or take back a slot with one guarded statement.
+
+Sync functions take values already fetched from the HIS, so no database transaction is
+open while the HIS is called (``catalog.jobs`` does the fetching).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import and_, case, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from frontdesk.catalog import cache
+from frontdesk.catalog.errors import DepartmentNotFound, DoctorNotFound, ScheduleNotFound
+from frontdesk.catalog.models import Department, Doctor, Schedule, Slot
+from frontdesk.catalog.schemas import (
+    DepartmentView,
+    DoctorView,
+    ScheduleView,
+    SlotForBooking,
+    SlotView,
+    SyncResult,
+)
+from frontdesk.core.sql import dialect_name
+from frontdesk.his import port
+
+SUSPENDED = port.ScheduleStatus.suspended.value
+
+# Rendered-schedule data for patient pages, a few seconds old at most (see cache.py).
+page_cache: cache.TtlCache[Any] = cache.TtlCache(3.0)
+
+
+def _insert(session: AsyncSession) -> Any:
+    return postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
+
+
+async def _upsert(
+    session: AsyncSession, model: Any, values: dict[str, Any], *, key: list[str]
+) -> None:
+    stmt = _insert(session)(model).values(**values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=key, set_={k: v for k, v in values.items() if k not in key}
+    )
+    await session.execute(stmt)
+
+
+# --------------------------------------------------------------------------- sync
+
+
+async def apply_catalog(
+    session: AsyncSession,
+    *,
+    departments: Sequence[port.Department],
+    doctors: Sequence[port.Doctor],
+    schedules: Sequence[port.Schedule],
+    now: datetime,
+) -> SyncResult:
+    """Upsert what the HIS listed. Running it twice with the same input changes nothing.
+
+    Schedules that turn ``suspended`` here are returned so booking can cancel their
+    bookings (the event feed normally says so first; this is the safety net)."""
+    for position, d in enumerate(departments):
+        await _upsert(
+            session,
+            Department,
+            {
+                "code": d.code,
+                "name": d.name,
+                "intro": d.intro,
+                "position": position,
+                "synced_at": now,
+            },
+            key=["code"],
+        )
+    for doc in doctors:
+        await _upsert(
+            session,
+            Doctor,
+            {
+                "code": doc.code,
+                "department_code": doc.department_code,
+                "name": doc.name,
+                "title": doc.title,
+                "specialty": doc.specialty,
+                "intro": doc.intro,
+                "photo_url": doc.photo_url,
+                "synced_at": now,
+            },
+            key=["code"],
+        )
+    newly_suspended: list[int] = []
+    for s in schedules:
+        if s.status == port.ScheduleStatus.suspended:
+            local = await suspend(session, his_schedule_id=s.schedule_id, now=now)
+            if local is not None:
+                newly_suspended.append(local)
+        # A suspension is final: the upsert never turns a suspended schedule back to open.
+        values = {
+            "his_schedule_id": s.schedule_id,
+            "doctor_code": s.doctor_code,
+            "department_code": s.department_code,
+            "on_date": s.on_date,
+            "period": s.period.value,
+            "level": s.level.value,
+            "fee_fen": s.fee_fen,
+            "status": s.status.value,
+            "synced_at": now,
+        }
+        stmt = _insert(session)(Schedule).values(**values, pool_version=0)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["his_schedule_id"],
+            set_={
+                **{k: v for k, v in values.items() if k not in {"his_schedule_id", "status"}},
+                "status": _status_keep_suspended(stmt),
+            },
+        )
+        await session.execute(stmt)
+    return SyncResult(
+        departments=len(departments),
+        doctors=len(doctors),
+        schedules=len(schedules),
+        suspended=tuple(newly_suspended),
+    )
+
+
+def _status_keep_suspended(stmt: Any) -> Any:
+    return case((Schedule.status == SUSPENDED, SUSPENDED), else_=stmt.excluded.status)
+
+
+async def schedule_ids_needing_pool(session: AsyncSession, *, start: date, end: date) -> list[str]:
+    """HIS ids of open schedules in [start, end] that have no pool yet."""
+    rows = await session.execute(
+        select(Schedule.his_schedule_id).where(
+            Schedule.on_date >= start,
+            Schedule.on_date <= end,
+            Schedule.pool_version == 0,
+            Schedule.status != SUSPENDED,
+        )
+    )
+    return list(rows.scalars())
+
+
+async def apply_pool(session: AsyncSession, pool: port.SlotPool) -> bool:
+    """Apply a pool the HIS uploaded if it is newer than the one we have.
+
+    Idempotent and order-safe: a pool whose version is not above the stored one is ignored.
+    A slot we gave to a booking keeps its ``booking_id``; a free slot the HIS no longer
+    offers (taken by another channel, removed) becomes unavailable."""
+    moved = await session.execute(
+        update(Schedule)
+        .where(Schedule.his_schedule_id == pool.schedule_id, Schedule.pool_version < pool.version)
+        .values(pool_version=pool.version)
+        .returning(Schedule.id)
+    )
+    schedule_id = moved.scalar_one_or_none()
+    if schedule_id is None:
+        return False
+    seen: list[int] = []
+    for s in pool.slots:
+        seen.append(s.sequence_no)
+        await _upsert(
+            session,
+            Slot,
+            {
+                "schedule_id": schedule_id,
+                "sequence_no": s.sequence_no,
+                "starts_at": s.starts_at,
+                "ends_at": s.ends_at,
+                "his_available": s.available,
+            },
+            key=["schedule_id", "sequence_no"],
+        )
+    await session.execute(
+        update(Slot)
+        .where(Slot.schedule_id == schedule_id, Slot.sequence_no.not_in(seen or [-1]))
+        .values(his_available=False)
+    )
+    cache.full_pools.forget(schedule_id)
+    return True
+
+
+async def suspend(session: AsyncSession, *, his_schedule_id: str, now: datetime) -> int | None:
+    """Mark a schedule suspended (停诊). Returns its local id if this call changed it, None if
+    it was already suspended or is unknown (so the caller's follow-up happens once)."""
+    done = await session.execute(
+        update(Schedule)
+        .where(Schedule.his_schedule_id == his_schedule_id, Schedule.status != SUSPENDED)
+        .values(status=SUSPENDED, synced_at=now)
+        .returning(Schedule.id)
+    )
+    local = done.scalar_one_or_none()
+    if local is not None:
+        cache.full_pools.put(local, True)
+    return local
+
+
+async def local_schedule_id(session: AsyncSession, his_schedule_id: str) -> int | None:
+    return (
+        await session.execute(
+            select(Schedule.id).where(Schedule.his_schedule_id == his_schedule_id)
+        )
+    ).scalar_one_or_none()
+
+
+# --------------------------------------------------------------------------- slots
+
+
+async def take_slot(session: AsyncSession, *, slot_id: int, booking_id: int) -> bool:
+    """Give a free slot to a booking: ONE guarded UPDATE, true only for the one winner.
+
+    The same statement on SQLite (transactions are BEGIN IMMEDIATE) and PostgreSQL (the
+    row lock makes a racing UPDATE re-check ``booking_id IS NULL`` after the winner
+    commits), so no slot is ever given twice."""
+    done = await session.execute(
+        update(Slot)
+        .where(Slot.id == slot_id, Slot.booking_id.is_(None), Slot.his_available.is_(True))
+        .values(booking_id=booking_id)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(done, "rowcount", 0)) == 1
+
+
+async def release_slot(
+    session: AsyncSession, *, slot_id: int, booking_id: int, his_available: bool = True
+) -> bool:
+    """Give a slot back to the pool, only if this booking holds it."""
+    done = await session.execute(
+        update(Slot)
+        .where(Slot.id == slot_id, Slot.booking_id == booking_id)
+        .values(booking_id=None, his_available=his_available)
+        .execution_options(synchronize_session=False)
+    )
+    released = int(getattr(done, "rowcount", 0)) == 1
+    if released:
+        schedule_id = (
+            await session.execute(select(Slot.schedule_id).where(Slot.id == slot_id))
+        ).scalar_one()
+        cache.full_pools.forget(schedule_id)
+    return released
+
+
+def known_full(schedule_id: int) -> bool:
+    """True when this process found the pool empty a moment ago (no database touched)."""
+    return bool(cache.full_pools.get(schedule_id))
+
+
+def mark_full(schedule_id: int) -> None:
+    cache.full_pools.put(schedule_id, True)
+
+
+async def has_free_slot(session: AsyncSession, *, schedule_id: int) -> bool:
+    found = await session.execute(
+        select(Slot.id)
+        .where(
+            Slot.schedule_id == schedule_id,
+            Slot.booking_id.is_(None),
+            Slot.his_available.is_(True),
+        )
+        .limit(1)
+    )
+    return found.scalar_one_or_none() is not None
+
+
+async def slot_for_booking(session: AsyncSession, *, slot_id: int) -> SlotForBooking | None:
+    row = (
+        await session.execute(
+            select(Slot, Schedule)
+            .join(Schedule, Schedule.id == Slot.schedule_id)
+            .where(Slot.id == slot_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    slot, sched = row
+    return SlotForBooking(
+        slot_id=slot.id,
+        sequence_no=slot.sequence_no,
+        starts_at=slot.starts_at,
+        ends_at=slot.ends_at,
+        free=slot.booking_id is None and slot.his_available,
+        schedule_id=sched.id,
+        his_schedule_id=sched.his_schedule_id,
+        doctor_code=sched.doctor_code,
+        department_code=sched.department_code,
+        on_date=sched.on_date,
+        period=sched.period,
+        level=sched.level,
+        fee_fen=sched.fee_fen,
+        status=sched.status,
+    )
+
+
+# --------------------------------------------------------------------------- browsing
+
+
+async def departments(session: AsyncSession, *, query: str = "") -> list[DepartmentView]:
+    stmt = select(Department).order_by(Department.position, Department.code)
+    rows = (await session.execute(stmt)).scalars().all()
+    q = query.strip().lower()
+    out = []
+    for d in rows:
+        if q and q not in d.name.lower() and q not in d.intro.lower() and q not in d.code.lower():
+            continue
+        out.append(DepartmentView(code=d.code, name=d.name, intro=d.intro, group=_group(d.code)))
+    return out
+
+
+# The hospital's own grouping of clinics (by department code); unknown codes go to "other".
+GROUPS = {
+    "GIM": "internal",
+    "HEP": "internal",
+    "INF": "internal",
+    "CAR": "internal",
+    "RES": "internal",
+    "GAS": "internal",
+    "END": "internal",
+    "NEP": "internal",
+    "NEU": "internal",
+    "GSU": "surgical",
+    "ORT": "surgical",
+    "URO": "surgical",
+    "OBG": "women_children",
+    "GYN": "women_children",
+    "PED": "women_children",
+    "OPH": "specialist",
+    "ENT": "specialist",
+    "DER": "specialist",
+    "STO": "specialist",
+}
+
+
+def _group(code: str) -> str:
+    return GROUPS.get(code, "other")
+
+
+async def department(session: AsyncSession, code: str) -> DepartmentView:
+    d = (
+        await session.execute(select(Department).where(Department.code == code))
+    ).scalar_one_or_none()
+    if d is None:
+        raise DepartmentNotFound
+    return DepartmentView(code=d.code, name=d.name, intro=d.intro, group=_group(d.code))
+
+
+async def _next_available(
+    session: AsyncSession, *, doctor_codes: list[str], start: date, end: date
+) -> dict[str, date]:
+    if not doctor_codes:
+        return {}
+    stmt = (
+        select(Schedule.doctor_code, func.min(Schedule.on_date))
+        .join(Slot, and_(Slot.schedule_id == Schedule.id))
+        .where(
+            Schedule.doctor_code.in_(doctor_codes),
+            Schedule.on_date >= start,
+            Schedule.on_date <= end,
+            Schedule.status != SUSPENDED,
+            Slot.booking_id.is_(None),
+            Slot.his_available.is_(True),
+        )
+        .group_by(Schedule.doctor_code)
+    )
+    return dict((await session.execute(stmt)).all())
+
+
+def _doctor_view(d: Doctor, next_on: date | None) -> DoctorView:
+    return DoctorView(
+        code=d.code,
+        name=d.name,
+        department_code=d.department_code,
+        title=d.title,
+        specialty=d.specialty,
+        intro=d.intro,
+        photo_url=d.photo_url,
+        next_available_on=next_on,
+    )
+
+
+async def doctors(
+    session: AsyncSession, *, department_code: str, start: date, end: date
+) -> list[DoctorView]:
+    rows = (
+        (
+            await session.execute(
+                select(Doctor)
+                .where(Doctor.department_code == department_code)
+                .order_by(Doctor.code)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    nexts = await _next_available(
+        session, doctor_codes=[d.code for d in rows], start=start, end=end
+    )
+    return [_doctor_view(d, nexts.get(d.code)) for d in rows]
+
+
+async def doctor(session: AsyncSession, code: str, *, start: date, end: date) -> DoctorView:
+    d = (await session.execute(select(Doctor).where(Doctor.code == code))).scalar_one_or_none()
+    if d is None:
+        raise DoctorNotFound
+    nexts = await _next_available(session, doctor_codes=[code], start=start, end=end)
+    return _doctor_view(d, nexts.get(code))
+
+
+async def schedules(
+    session: AsyncSession,
+    *,
+    start: date,
+    end: date,
+    doctor_code: str | None = None,
+    department_code: str | None = None,
+) -> list[ScheduleView]:
+    """Sessions in [start, end] with how many slots they have and how many are left."""
+    free = _free_count()
+    stmt = (
+        select(Schedule, func.count(Slot.id), func.coalesce(free, 0))
+        .outerjoin(Slot, Slot.schedule_id == Schedule.id)
+        .where(Schedule.on_date >= start, Schedule.on_date <= end)
+        .group_by(Schedule.id)
+        .order_by(Schedule.on_date, Schedule.period, Schedule.id)
+    )
+    if doctor_code is not None:
+        stmt = stmt.where(Schedule.doctor_code == doctor_code)
+    if department_code is not None:
+        stmt = stmt.where(Schedule.department_code == department_code)
+    out = []
+    for sched, total, left in (await session.execute(stmt)).all():
+        out.append(_schedule_view(sched, int(total), int(left or 0)))
+    return out
+
+
+def _free_count() -> Any:
+    return func.sum(
+        case((and_(Slot.booking_id.is_(None), Slot.his_available.is_(True)), 1), else_=0)
+    )
+
+
+def _schedule_view(sched: Schedule, total: int, left: int) -> ScheduleView:
+    return ScheduleView(
+        schedule_id=sched.id,
+        his_schedule_id=sched.his_schedule_id,
+        doctor_code=sched.doctor_code,
+        department_code=sched.department_code,
+        on_date=sched.on_date,
+        period=sched.period,
+        level=sched.level,
+        fee_fen=sched.fee_fen,
+        status=sched.status,
+        slots_total=total,
+        slots_left=0 if sched.status == SUSPENDED else left,
+    )
+
+
+async def schedule(session: AsyncSession, schedule_id: int) -> ScheduleView:
+    found = await schedules_by_ids(session, [schedule_id])
+    if not found:
+        raise ScheduleNotFound
+    return found[0]
+
+
+async def schedules_by_ids(session: AsyncSession, ids: Sequence[int]) -> list[ScheduleView]:
+    if not ids:
+        return []
+    free = _free_count()
+    stmt = (
+        select(Schedule, func.count(Slot.id), func.coalesce(free, 0))
+        .outerjoin(Slot, Slot.schedule_id == Schedule.id)
+        .where(Schedule.id.in_(list(ids)))
+        .group_by(Schedule.id)
+        .order_by(Schedule.on_date, Schedule.period, Schedule.id)
+    )
+    return [
+        _schedule_view(s, int(t), int(left or 0))
+        for s, t, left in (await session.execute(stmt)).all()
+    ]
+
+
+async def slots(session: AsyncSession, *, schedule_id: int) -> list[SlotView]:
+    rows = (
+        (
+            await session.execute(
+                select(Slot).where(Slot.schedule_id == schedule_id).order_by(Slot.sequence_no)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return [
+        SlotView(
+            slot_id=s.id,
+            sequence_no=s.sequence_no,
+            starts_at=s.starts_at,
+            ends_at=s.ends_at,
+            free=s.booking_id is None and s.his_available,
+        )
+        for s in rows
+    ]
+
+
+async def doctor_names(session: AsyncSession, codes: Sequence[str]) -> dict[str, DoctorView]:
+    if not codes:
+        return {}
+    rows = (await session.execute(select(Doctor).where(Doctor.code.in_(list(codes))))).scalars()
+    return {d.code: _doctor_view(d, None) for d in rows}
+
+
+async def department_names(session: AsyncSession) -> dict[str, str]:
+    return dict((await session.execute(select(Department.code, Department.name))).all())

@@ -1,0 +1,76 @@
+"""Page-level helpers for booking tests: signed-in phones, the HIS event feed, the HIS
+operator, and booking through the confirm page."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from frontdesk.his import events
+from tests.accounts.helpers import SimPatient
+from tests.accounts.test_pages import accept, bind, csrf_of
+from tests.wechat.test_oauth import sign_in
+
+
+async def phone(env: Any, name: str, sms_sim: Any, patients: list[SimPatient]) -> httpx.AsyncClient:
+    """A signed-in phone with its own cookie jar and the given cards bound."""
+    user = env.sim.add_user(name)
+    assert (await env.sim.user_follows(user.openid)).ok  # followers get template messages
+    env.front.cookies.clear()
+    await sign_in(env, user.openid, next_url="/h5/")
+    await accept(env.front)
+    for p in patients:
+        done = await bind(env.front, sms_sim, p)
+        assert done.status_code == 303, done.text
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=env.front_app), base_url="http://testserver"
+    )
+    client.cookies.update(env.front.cookies)
+    env.front.cookies.clear()
+    return client
+
+
+async def deliver_his_events(env: Any, cursor: str) -> str:
+    """What the HIS poller does with one page: every handler, in one committed transaction."""
+    his = env.container.services["his"]
+    page = await his.events(after=cursor or None, limit=100)
+    async with env.container.db.session() as s:
+        for ev in page.events:
+            ctx = events.EventContext(
+                session=s, event=ev, now=env.container.clock.now(), container=env.container
+            )
+            for handler in events.handlers_for(ev.type):
+                await handler(ctx)
+    return str(page.next_cursor)
+
+
+async def his_op(his_sim: Any, path: str, body: dict[str, Any] | None = None) -> Any:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=his_sim), base_url="http://his-sim"
+    ) as c:
+        r = await c.post(path, json=body or {})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+async def count(env: Any, model: Any, *where: Any) -> int:
+    async with env.container.db.session() as s:
+        return int(
+            (await s.execute(select(func.count()).select_from(model).where(*where))).scalar_one()
+        )
+
+
+async def book_via_page(client: httpx.AsyncClient, slot_id: int) -> httpx.Response:
+    page = await client.get(f"/h5/booking/slots/{slot_id}/confirm")
+    assert page.status_code == 200, page.text
+    key = re.search(r'name="idempotency_key" value="([^"]+)"', page.text)
+    assert key is not None
+    card = re.search(r'name="card_id" value="(\d+)"', page.text)
+    assert card is not None
+    return await client.post(
+        f"/h5/booking/slots/{slot_id}",
+        data={"csrf": csrf_of(page), "idempotency_key": key.group(1), "card_id": card.group(1)},
+    )
