@@ -172,6 +172,7 @@ def test_staff_sign_in_with_totp_and_see_only_their_pages(live_console: LiveCons
                     "关键词回复",
                     "公众号菜单",
                     "模板消息投递",
+                    "号源与预约",
                     "审计日志",
                     "接口状态",
                     "员工账号",
