@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -31,6 +32,7 @@ from frontdesk.core.masking import mask_text
 from frontdesk.his import protocol as p
 from frontdesk.his import signing
 from frontdesk.his.port import (
+    REPORT_BATCH_MAX,
     Appointment,
     CardVerification,
     Department,
@@ -339,6 +341,28 @@ class HttpHisGateway:
         raise HisUnavailable(
             "malformed_response", "report body does not match its kind", operation="report"
         )
+
+    async def report_bodies(self, report_ids: Sequence[str]) -> list[LabReport | ExamReport]:
+        ids = list(dict.fromkeys(report_ids))
+        if not ids:
+            return []
+        if len(ids) > REPORT_BATCH_MAX:
+            raise ValueError(f"at most {REPORT_BATCH_MAX} reports per call")
+        envelope: p.Items[p.ReportEnvelope] = await self._call(
+            "report_bodies", body={"report_ids": ids}
+        )
+        bodies: list[LabReport | ExamReport] = []
+        for item in envelope.items:
+            body = item.lab if item.kind is ReportKind.lab else item.exam
+            if body is None:
+                raise HisUnavailable(
+                    "malformed_response",
+                    "report body does not match its kind",
+                    operation="report_bodies",
+                )
+            if body.report_id in ids:  # never trust what we did not ask for
+                bodies.append(body)
+        return bodies
 
     # ------------------------------------------------------------------ settlements
 

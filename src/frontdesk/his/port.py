@@ -16,13 +16,17 @@ documented in ``docs/his-bridge.md``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 # --------------------------------------------------------------------------- errors
+
+
+# Reports read at once by ``HisGateway.report_bodies``.
+REPORT_BATCH_MAX = 100
 
 
 class HisError(Exception):
@@ -481,6 +485,11 @@ class HisGateway(Protocol):
         ...
 
     async def report(self, report_id: str) -> LabReport | ExamReport: ...
+
+    async def report_bodies(self, report_ids: Sequence[str]) -> list[LabReport | ExamReport]:
+        """Read up to ``REPORT_BATCH_MAX`` reviewed reports in one call (a trend needs
+        hundreds). Ids the HIS does not know, or has not reviewed, are left out."""
+        ...
 
     # reconciliation
     async def day_settlements(self, on_date: date) -> list[SettlementRecord]:

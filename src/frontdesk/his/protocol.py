@@ -11,11 +11,12 @@ The demo HIS uses the same models, which is where ``docs/his-bridge.openapi.json
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from frontdesk.his.port import (
+    REPORT_BATCH_MAX,
     Appointment,
     CardVerification,
     Department,
@@ -99,6 +100,12 @@ class SettleRequest(_Request):
     self_pay_fen: int = Field(ge=0, le=10_000_000_000)
 
 
+class ReportBatchRequest(_Request):
+    report_ids: list[Annotated[str, Field(pattern=_ID)]] = Field(
+        min_length=1, max_length=REPORT_BATCH_MAX
+    )
+
+
 class RefundRequest(_Request):
     card_no: str = Field(pattern=r"^[0-9A-Za-z]{4,20}$")
     item_ids: list[str] = Field(min_length=1, max_length=200)
@@ -134,6 +141,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("execution_status", "GET", f"{PREFIX}/orders/{{order_id}}/execution", False),
     Operation("reports", "GET", f"{PREFIX}/reports", False),
     Operation("report", "GET", f"{PREFIX}/reports/{{report_id}}", False),
+    Operation("report_bodies", "POST", f"{PREFIX}/reports/batch", False),
     Operation("day_settlements", "GET", f"{PREFIX}/settlements", False),
     Operation("events", "GET", f"{PREFIX}/events", False),
 )
@@ -161,6 +169,7 @@ RESPONSE_ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "execution_status": adapter(OrderExecution),
     "reports": adapter(Items[ReportSummary]),
     "report": adapter(ReportEnvelope),
+    "report_bodies": adapter(Items[ReportEnvelope]),
     "day_settlements": adapter(Items[SettlementRecord]),
     "events": adapter(EventPage),
     "error": adapter(ErrorEnvelope),

@@ -530,6 +530,15 @@ def bridge_router() -> APIRouter:
     async def report(request: Request, report_id: _ID) -> Any:
         return await _read(request, lambda s: service.report(s, report_id))
 
+    @r.post(
+        "/reports/batch",
+        response_model=p.Items[p.ReportEnvelope],
+        responses=errors,
+        operation_id="report_bodies",
+    )
+    async def report_bodies(request: Request, body: p.ReportBatchRequest) -> Any:
+        return {"items": await _read(request, lambda s: service.report_bodies(s, body.report_ids))}
+
     @r.get(
         "/settlements",
         response_model=p.Items[SettlementRecord],

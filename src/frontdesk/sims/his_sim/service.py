@@ -645,6 +645,17 @@ async def reports(session: AsyncSession, *, card_no: str, since: date) -> list[d
     ]
 
 
+async def report_bodies(session: AsyncSession, report_ids: list[str]) -> list[dict[str, Any]]:
+    """Several reviewed reports at once; unknown or unreviewed ids are left out."""
+    found = []
+    for report_id in dict.fromkeys(report_ids):
+        try:
+            found.append(await report(session, report_id))
+        except SimRejected:
+            continue
+    return found
+
+
 async def report(session: AsyncSession, report_id: str) -> dict[str, Any]:
     r = (
         await session.execute(
