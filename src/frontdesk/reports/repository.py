@@ -130,32 +130,32 @@ async def bodies(
     return {rid: body for rid, body in rows.all() if body is not None}
 
 
-async def store_body(
-    session: AsyncSession, row: dict[str, Any], *, body: dict[str, Any], expires_at: datetime
+async def store_bodies(
+    session: AsyncSession,
+    rows: Sequence[dict[str, Any]],
+    items: Sequence[dict[str, Any]],
+    *,
+    expires_at: datetime,
 ) -> None:
-    """Keep a report's body (and its summary, when the list has not been read)."""
-    stmt = _insert(session, CachedReport.__table__).values(
-        **row, body=body, body_expires_at=expires_at, expires_at=expires_at
-    )
+    """Keep many bodies and their item rows in three statements (a trend stores hundreds;
+    one upsert, delete and insert per report would cost more than the HIS call)."""
+    if not rows:
+        return
+    stmt = _insert(session, CachedReport.__table__)
     await session.execute(
         stmt.on_conflict_do_update(
             index_elements=["report_id"],
-            set_={"body": body, "body_expires_at": expires_at},
-        )
+            set_={"body": stmt.excluded.body, "body_expires_at": stmt.excluded.body_expires_at},
+        ),
+        [{**row, "body_expires_at": expires_at, "expires_at": expires_at} for row in rows],
     )
-
-
-async def store_items(
-    session: AsyncSession, report_id: str, rows: Sequence[dict[str, Any]]
-) -> None:
-    """Replace the item rows of one cached lab report."""
     await session.execute(
         delete(CachedLabItem)
-        .where(CachedLabItem.report_id == report_id)
+        .where(CachedLabItem.report_id.in_([row["report_id"] for row in rows]))
         .execution_options(synchronize_session=False)
     )
-    if rows:
-        await session.execute(insert(CachedLabItem), list(rows))
+    if items:
+        await session.execute(insert(CachedLabItem), list(items))
 
 
 async def fresh_body_ids(

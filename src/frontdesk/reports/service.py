@@ -277,6 +277,39 @@ async def _fetch_many(
     return [body for found in await asyncio.gather(*(one(c) for c in chunks)) for body in found]
 
 
+def _body_row(report: LabReport | ExamReport) -> dict[str, Any]:
+    has_abnormal = isinstance(report, LabReport) and any(is_flagged(i) for i in report.items)
+    return {
+        "report_id": report.report_id,
+        "card_no": report.card_no,
+        "kind": _kind_of(report),
+        "title": report.title[:200],
+        "department": report.requesting_department[:100],
+        "reviewed_at": report.reviewed_at,
+        "has_abnormal": has_abnormal,
+    }
+
+
+def _item_rows(report: LabReport, expires_at: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "report_id": report.report_id,
+            "position": n,
+            "card_no": report.card_no,
+            "code": i.code,
+            "name": i.name,
+            "result": i.result,
+            "unit": i.unit,
+            "reference_range": i.reference_range,
+            "abnormal": i.abnormal.value,
+            "critical": i.critical,
+            "sampled_at": report.sampled_at,
+            "expires_at": expires_at,
+        }
+        for n, i in enumerate(report.items)
+    ]
+
+
 async def _keep_body(
     session: AsyncSession,
     report: LabReport | ExamReport,
@@ -284,47 +317,26 @@ async def _keep_body(
     policy: ReportPolicy,
     now: datetime,
 ) -> None:
-    if policy.cache_seconds <= 0:
+    await _keep_bodies(session, [report], policy=policy, now=now)
+
+
+async def _keep_bodies(
+    session: AsyncSession,
+    reports: Sequence[LabReport | ExamReport],
+    *,
+    policy: ReportPolicy,
+    now: datetime,
+) -> None:
+    """Keep fetched bodies (and lab items) as local copies, all in a few statements."""
+    if policy.cache_seconds <= 0 or not reports:
         return
-    kind = _kind_of(report)
-    has_abnormal = isinstance(report, LabReport) and any(is_flagged(i) for i in report.items)
     expires_at = now + timedelta(seconds=policy.cache_seconds)
-    await repo.store_body(
+    await repo.store_bodies(
         session,
-        {
-            "report_id": report.report_id,
-            "card_no": report.card_no,
-            "kind": kind,
-            "title": report.title[:200],
-            "department": report.requesting_department[:100],
-            "reviewed_at": report.reviewed_at,
-            "has_abnormal": has_abnormal,
-        },
-        body=_dump(report),
+        [{**_body_row(r), "body": _dump(r)} for r in reports],
+        [row for r in reports if isinstance(r, LabReport) for row in _item_rows(r, expires_at)],
         expires_at=expires_at,
     )
-    if isinstance(report, LabReport):
-        await repo.store_items(
-            session,
-            report.report_id,
-            [
-                {
-                    "report_id": report.report_id,
-                    "position": n,
-                    "card_no": report.card_no,
-                    "code": i.code,
-                    "name": i.name,
-                    "result": i.result,
-                    "unit": i.unit,
-                    "reference_range": i.reference_range,
-                    "abnormal": i.abnormal.value,
-                    "critical": i.critical,
-                    "sampled_at": report.sampled_at,
-                    "expires_at": expires_at,
-                }
-                for n, i in enumerate(report.items)
-            ],
-        )
 
 
 async def _report(
@@ -414,9 +426,12 @@ async def _lab_history(
         ]
         missing = [s.report_id for s in chunk if s.report_id not in held]
         fetched = await _fetch_many(his, missing, policy=policy)
-        for report in fetched:
-            if isinstance(report, LabReport) and report.card_no == card_no:
-                await _keep_body(session, report, policy=policy, now=now)
+        await _keep_bodies(
+            session,
+            [r for r in fetched if isinstance(r, LabReport) and r.card_no == card_no],
+            policy=policy,
+            now=now,
+        )
         for body in [*found, *fetched]:
             if isinstance(body, LabReport) and body.card_no == card_no:
                 reports.append(body)
@@ -458,9 +473,13 @@ async def _ensure_lab_bodies(
     missing = [rid for rid in labs if rid not in held]
     if not missing:
         return
-    for report in await _fetch_many(his, missing, policy=policy):
-        if isinstance(report, LabReport) and report.card_no == card_no:
-            await _keep_body(session, report, policy=policy, now=now)
+    fetched = await _fetch_many(his, missing, policy=policy)
+    await _keep_bodies(
+        session,
+        [r for r in fetched if isinstance(r, LabReport) and r.card_no == card_no],
+        policy=policy,
+        now=now,
+    )
 
 
 async def _audit(
