@@ -158,6 +158,10 @@ async def test_lab_report_page_marks_flags_in_words_and_what_changed(
     # Malformed HIS data shown as printed: a missing range says so; text results stay text.
     assert "未提供" in text
     assert "&gt;1000" in text and "阳性" in text
+    # Collection, receipt and report times (the demo LIS receives specimens 40 min later).
+    received = (clock.now() - timedelta(days=1) + timedelta(minutes=40)).astimezone(clock.tz)
+    assert "接收时间" in text
+    assert received.strftime("%Y-%m-%d %H:%M") in text
     # Changed since last time, matched by code although the name changed.
     changes = dict(re.findall(r'data-change="([a-z_]+)">\s*([^<]*)', text))
     assert set(changes) == {"up", "same", "different", "down"}

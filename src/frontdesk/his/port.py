@@ -345,6 +345,8 @@ class LabReport:
     reported_at: datetime
     reviewed_at: datetime
     items: tuple[LabItem, ...]
+    # When the laboratory received the specimen (optional: not every LIS records it).
+    received_at: datetime | None = None
 
 
 @dataclass(frozen=True)
