@@ -55,6 +55,7 @@ def test_demo_starts_and_is_ready(tmp_path: Path) -> None:
         home = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
         assert home.status_code == 200
         assert "南京市第二医院" in home.text
+        assert "/phone" in home.text and "/console/" in home.text
     finally:
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=30)

@@ -206,8 +206,22 @@ async def run_demo(
         keys_dir=var_dir / "keys",
         his_database_url=f"sqlite+aiosqlite:///{var_dir / 'his-sim.db'}",
     )
+    web_app = create_app(settings, container=container)
+    # The front page points a first-time visitor at every part of the demo.
+    web_app.state.home_links = [
+        {
+            "href": f"http://{host}:{ports.wechat}/phone",
+            "label": "患者手机（微信模拟器） · the patient's phone",
+        },
+        {"href": "/console/", "label": "工作人员后台 · staff console"},
+        {
+            "href": f"http://{host}:{ports.his}/operator",
+            "label": "演示 HIS 操作台 · demo HIS operator page",
+        },
+        *web_app.state.home_links,
+    ]
     apps = {
-        "web": (create_app(settings, container=container), ports.web),
+        "web": (web_app, ports.web),
         "his": (sims["his"], ports.his),
         "wechat": (sims["wechat"], ports.wechat),
         "sms": (sims["sms"], ports.sms),
