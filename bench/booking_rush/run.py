@@ -4,7 +4,7 @@ open-model load (constant arrival rate; latency measured from each request's int
 time), then check the invariants in SQL. Baselines in the same run: pgbench running the same
 booking SQL, and a bare FastAPI + asyncpg endpoint doing only that SQL.
 
-    /work/.venv/bin/python -m bench.booking_rush.run \
+    .venv/bin/python -m bench.booking_rush.run \
         --dsn postgresql://postgres@127.0.0.1:5432/frontdesk_booking --rates 250,500,1000
 
 It DROPS and recreates schema public of that database.

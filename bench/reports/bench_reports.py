@@ -1,7 +1,7 @@
 """Benchmark: the report list and a 3-year trend for a card with ~300 reports, in a large
 demo hospital, from the local copy and through the bridge.
 
-    PYTHONPATH=src:. /work/.venv/bin/python bench/reports/bench_reports.py \
+    PYTHONPATH=src:. .venv/bin/python bench/reports/bench_reports.py \
         [--size large] [--his-db var/bench/his-large.db] [--requests 200]
 
 What runs, all in this one process on the machine's 2 cores:
