@@ -21,7 +21,7 @@ from frontdesk.accounts.errors import (
     TooManyCards,
 )
 from frontdesk.accounts.models import BindingChallenge, Card, CardBinding
-from frontdesk.accounts.schemas import BindRequest, BoundCard, Relationship
+from frontdesk.accounts.schemas import BindingStarted, BindRequest, BoundCard, Relationship
 from frontdesk.container import Container
 from frontdesk.core.audit import AuditEntry
 from frontdesk.core.clock import FrozenClock
@@ -54,6 +54,29 @@ def req(
     )
 
 
+async def start(
+    db: AsyncSession,
+    clock: FrozenClock,
+    his: Any,
+    request: BindRequest,
+    *,
+    sms: Any,
+    openid: str,
+    policy: service.BindingPolicy,
+) -> BindingStarted:
+    """``service.start_binding`` with this module's secret and the frozen clock."""
+    return await service.start_binding(
+        db,
+        his=his,
+        sms=sms,
+        openid=openid,
+        request=request,
+        policy=policy,
+        secret=SECRET,
+        now=clock.now(),
+    )
+
+
 async def counts(db: AsyncSession) -> tuple[int, int, int]:
     cards = (await db.execute(select(func.count()).select_from(Card))).scalar_one()
     bindings = (await db.execute(select(func.count()).select_from(CardBinding))).scalar_one()
@@ -75,16 +98,7 @@ async def test_bind_with_the_code_sent_to_the_phone_the_his_holds(
 ) -> None:
     [p] = await sim_patients(his_sim, count=1)
     await consent(db, clock)
-    started = await service.start_binding(
-        db,
-        his=his_gateway,
-        sms=sms_sender,
-        openid=ME,
-        request=req(p),
-        policy=POLICY,
-        secret=SECRET,
-        now=clock.now(),
-    )
+    started = await start(db, clock, his_gateway, req(p), sms=sms_sender, openid=ME, policy=POLICY)
     assert started.phone_masked == p.phone[:3] + "****" + p.phone[-4:]
     assert started.bound is None
     assert await counts(db) == (0, 0, 1)  # nothing bound before the code comes back
@@ -138,16 +152,7 @@ async def test_consent_comes_first(
 ) -> None:
     [p] = await sim_patients(his_sim, count=1)
     with pytest.raises(ConsentRequired):
-        await service.start_binding(
-            db,
-            his=his_gateway,
-            sms=sms_sender,
-            openid=ME,
-            request=req(p),
-            policy=POLICY,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        await start(db, clock, his_gateway, req(p), sms=sms_sender, openid=ME, policy=POLICY)
     assert await counts(db) == (0, 0, 0)
     assert await inbox_size(sms_sim, p.phone) == 0
 
@@ -175,16 +180,7 @@ async def test_wrong_details_bind_nothing_and_send_nothing(
         ),
     }[wrong]
     with pytest.raises(CardNotVerified):
-        await service.start_binding(
-            db,
-            his=his_gateway,
-            sms=sms_sender,
-            openid=ME,
-            request=bad,
-            policy=POLICY,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        await start(db, clock, his_gateway, bad, sms=sms_sender, openid=ME, policy=POLICY)
     assert await counts(db) == (0, 0, 0)
     assert await inbox_size(sms_sim, p.phone) == 0
 
@@ -201,15 +197,8 @@ async def test_name_and_id_number_alone_never_bind(
     wrong codes use up the attempts, and then even the right code is refused."""
     [p] = await sim_patients(his_sim, count=1)
     await consent(db, clock, STRANGER)
-    started = await service.start_binding(
-        db,
-        his=his_gateway,
-        sms=sms_sender,
-        openid=STRANGER,
-        request=req(p),
-        policy=POLICY,
-        secret=SECRET,
-        now=clock.now(),
+    started = await start(
+        db, clock, his_gateway, req(p), sms=sms_sender, openid=STRANGER, policy=POLICY
     )
     challenge = started.challenge_id or ""
     right = await last_code(sms_sim, p.phone)
@@ -248,16 +237,7 @@ async def test_a_challenge_is_only_its_accounts_and_expires(
 ) -> None:
     [p] = await sim_patients(his_sim, count=1)
     await consent(db, clock)
-    started = await service.start_binding(
-        db,
-        his=his_gateway,
-        sms=sms_sender,
-        openid=ME,
-        request=req(p),
-        policy=POLICY,
-        secret=SECRET,
-        now=clock.now(),
-    )
+    started = await start(db, clock, his_gateway, req(p), sms=sms_sender, openid=ME, policy=POLICY)
     challenge = started.challenge_id or ""
     code = await last_code(sms_sim, p.phone)
     with pytest.raises(ChallengeInvalid):  # another account cannot use it, even with the code
@@ -291,28 +271,10 @@ async def test_the_eleventh_card_is_refused(
     assert len(patients) == 11
     await consent(db, clock)
     for p in patients[:10]:
-        await service.start_binding(
-            db,
-            his=his_gateway,
-            sms=None,
-            openid=ME,
-            request=req(p),
-            policy=NO_SMS,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        await start(db, clock, his_gateway, req(p), sms=None, openid=ME, policy=NO_SMS)
     before = await counts(db)
     with pytest.raises(TooManyCards):
-        await service.start_binding(
-            db,
-            his=his_gateway,
-            sms=None,
-            openid=ME,
-            request=req(patients[10]),
-            policy=NO_SMS,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        await start(db, clock, his_gateway, req(patients[10]), sms=None, openid=ME, policy=NO_SMS)
     assert await counts(db) == before == (10, 10, 0)
     scope = await service.scope_for(db, openid=ME)
     assert [c.is_active for c in scope.cards] == [True] + [False] * 9
@@ -324,36 +286,17 @@ async def test_same_card_twice_is_refused_but_a_family_may_share_it(
     [p] = await sim_patients(his_sim, count=1)
     for openid in (ME, FAMILY):
         await consent(db, clock, openid)
-    await service.start_binding(
-        db,
-        his=his_gateway,
-        sms=None,
-        openid=ME,
-        request=req(p),
-        policy=NO_SMS,
-        secret=SECRET,
-        now=clock.now(),
-    )
+    await start(db, clock, his_gateway, req(p), sms=None, openid=ME, policy=NO_SMS)
     with pytest.raises(AlreadyBound):
-        await service.start_binding(
-            db,
-            his=his_gateway,
-            sms=None,
-            openid=ME,
-            request=req(p),
-            policy=NO_SMS,
-            secret=SECRET,
-            now=clock.now(),
-        )
-    shared = await service.start_binding(
+        await start(db, clock, his_gateway, req(p), sms=None, openid=ME, policy=NO_SMS)
+    shared = await start(
         db,
-        his=his_gateway,
+        clock,
+        his_gateway,
+        req(p, relationship=Relationship.child),
         sms=None,
         openid=FAMILY,
-        request=req(p, relationship=Relationship.child),
         policy=NO_SMS,
-        secret=SECRET,
-        now=clock.now(),
     )
     assert shared.bound is not None and shared.bound.relationship == "child"
     assert await counts(db) == (1, 2, 0)
@@ -367,16 +310,7 @@ async def test_his_down_says_try_later_and_writes_nothing(
     faults = sim_state(his_sim).faults
     faults.mode, faults.count, faults.path_contains = "error", None, "cards"
     with pytest.raises(Unavailable):
-        await service.start_binding(
-            db,
-            his=his_gateway,
-            sms=sms_sender,
-            openid=ME,
-            request=req(p),
-            policy=POLICY,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        await start(db, clock, his_gateway, req(p), sms=sms_sender, openid=ME, policy=POLICY)
     assert await counts(db) == (0, 0, 0)
 
 
@@ -393,16 +327,7 @@ async def test_sms_failure_leaves_nothing_half_written(
     sms_sim.state.sim.fail_next = "isv.BUSINESS_LIMIT_CONTROL"
     with pytest.raises(SmsFailed):
         async with db.begin_nested():  # the request's transaction
-            await service.start_binding(
-                db,
-                his=his_gateway,
-                sms=sms_sender,
-                openid=ME,
-                request=req(p),
-                policy=POLICY,
-                secret=SECRET,
-                now=clock.now(),
-            )
+            await start(db, clock, his_gateway, req(p), sms=sms_sender, openid=ME, policy=POLICY)
     assert await counts(db) == (0, 0, 0)
 
 
@@ -414,16 +339,7 @@ async def test_switch_and_unbind(
     await consent(db, clock, STRANGER)
     ids = []
     for p in (a, b, c):
-        started = await service.start_binding(
-            db,
-            his=his_gateway,
-            sms=None,
-            openid=ME,
-            request=req(p),
-            policy=NO_SMS,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        started = await start(db, clock, his_gateway, req(p), sms=None, openid=ME, policy=NO_SMS)
         assert started.bound is not None
         ids.append(started.bound.card_id)
     await service.set_active(db, openid=ME, card_id=ids[2])
@@ -459,16 +375,7 @@ async def test_withdrawing_consent_unbinds_everything_and_stops_messages(
     a, b = await sim_patients(his_sim, count=2)
     await consent(db, clock)
     for p in (a, b):
-        await service.start_binding(
-            db,
-            his=his_gateway,
-            sms=None,
-            openid=ME,
-            request=req(p),
-            policy=NO_SMS,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        await start(db, clock, his_gateway, req(p), sms=None, openid=ME, policy=NO_SMS)
     assert await service.may_message(db, openid=ME) is True
     clock.advance(minutes=5)
     assert await service.withdraw_consent(db, openid=ME, now=clock.now()) == 2
@@ -476,16 +383,7 @@ async def test_withdrawing_consent_unbinds_everything_and_stops_messages(
     assert await service.may_message(db, openid=ME) is False
     assert await service.consent_version(db, openid=ME) is None
     with pytest.raises(ConsentRequired):
-        await service.start_binding(
-            db,
-            his=his_gateway,
-            sms=None,
-            openid=ME,
-            request=req(a),
-            policy=NO_SMS,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        await start(db, clock, his_gateway, req(a), sms=None, openid=ME, policy=NO_SMS)
 
 
 async def test_cards_the_his_voids_or_merges_are_shown_as_such(
@@ -493,16 +391,7 @@ async def test_cards_the_his_voids_or_merges_are_shown_as_such(
 ) -> None:
     [p] = await sim_patients(his_sim, count=1)
     await consent(db, clock)
-    await service.start_binding(
-        db,
-        his=his_gateway,
-        sms=None,
-        openid=ME,
-        request=req(p),
-        policy=NO_SMS,
-        secret=SECRET,
-        now=clock.now(),
-    )
+    await start(db, clock, his_gateway, req(p), sms=None, openid=ME, policy=NO_SMS)
     assert (
         await service.mark_card(db, card_no=p.card_no, status="merged", merged_into="M0001") is True
     )
@@ -591,14 +480,5 @@ async def test_a_card_without_a_mobile_number_cannot_get_a_code(
         await conn.execute(sql_update(m.patient).where(m.patient.c.name == p.name).values(phone=""))
     await consent(db, clock)
     with pytest.raises(NoPhoneOnFile):
-        await service.start_binding(
-            db,
-            his=his_gateway,
-            sms=sms_sender,
-            openid=ME,
-            request=req(p),
-            policy=POLICY,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        await start(db, clock, his_gateway, req(p), sms=sms_sender, openid=ME, policy=POLICY)
     assert await counts(db) == (0, 0, 0)
