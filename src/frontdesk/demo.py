@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,7 +256,7 @@ async def run_demo(
     if totp_secret:
         lines.append(
             f"  console second factor (TOTP secret, shown once): {totp_secret}"
-            f"  — or run: frontdesk staff totp-code {totp_secret}"
+            f"  — or run: {sys.executable} -m frontdesk staff totp-code {totp_secret}"
         )
     print("\n".join(lines), flush=True)
     worker_task = asyncio.create_task(worker.run_forever())

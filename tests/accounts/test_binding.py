@@ -77,6 +77,21 @@ async def start(
     )
 
 
+async def confirm(
+    db: AsyncSession, clock: FrozenClock, *, openid: str, challenge_id: str, code: str
+) -> BoundCard | service.CodeRefused:
+    """``service.confirm_binding`` with this module's policy, secret and frozen clock."""
+    return await service.confirm_binding(
+        db,
+        openid=openid,
+        challenge_id=challenge_id,
+        code=code,
+        policy=POLICY,
+        secret=SECRET,
+        now=clock.now(),
+    )
+
+
 async def counts(db: AsyncSession) -> tuple[int, int, int]:
     cards = (await db.execute(select(func.count()).select_from(Card))).scalar_one()
     bindings = (await db.execute(select(func.count()).select_from(CardBinding))).scalar_one()
@@ -103,15 +118,7 @@ async def test_bind_with_the_code_sent_to_the_phone_the_his_holds(
     assert started.bound is None
     assert await counts(db) == (0, 0, 1)  # nothing bound before the code comes back
     code = await last_code(sms_sim, p.phone)
-    card = await service.confirm_binding(
-        db,
-        openid=ME,
-        challenge_id=started.challenge_id or "",
-        code=code,
-        policy=POLICY,
-        secret=SECRET,
-        now=clock.now(),
-    )
+    card = await confirm(db, clock, openid=ME, challenge_id=started.challenge_id or "", code=code)
     assert isinstance(card, BoundCard)
     assert (card.card_no, card.card_type, card.is_active, card.relationship) == (
         p.card_no,
@@ -131,15 +138,7 @@ async def test_bind_with_the_code_sent_to_the_phone_the_his_holds(
     assert [tuple(r) for r in audit_rows] == [("card.bind", f"patient:{ME}")]
     # The code is spent: using it again is refused.
     with pytest.raises(ChallengeInvalid):
-        await service.confirm_binding(
-            db,
-            openid=ME,
-            challenge_id=started.challenge_id or "",
-            code=code,
-            policy=POLICY,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        await confirm(db, clock, openid=ME, challenge_id=started.challenge_id or "", code=code)
 
 
 async def test_consent_comes_first(
@@ -204,26 +203,10 @@ async def test_name_and_id_number_alone_never_bind(
     right = await last_code(sms_sim, p.phone)
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
     for attempt in range(POLICY.max_code_attempts):
-        refused = await service.confirm_binding(
-            db,
-            openid=STRANGER,
-            challenge_id=challenge,
-            code=wrong,
-            policy=POLICY,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        refused = await confirm(db, clock, openid=STRANGER, challenge_id=challenge, code=wrong)
         assert refused == service.CodeRefused(attempts_left=POLICY.max_code_attempts - attempt - 1)
     with pytest.raises(ChallengeInvalid):  # now even the right code is refused
-        await service.confirm_binding(
-            db,
-            openid=STRANGER,
-            challenge_id=challenge,
-            code=right,
-            policy=POLICY,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        await confirm(db, clock, openid=STRANGER, challenge_id=challenge, code=right)
     assert (await service.scope_for(db, openid=STRANGER)).cards == ()
 
 
@@ -241,26 +224,10 @@ async def test_a_challenge_is_only_its_accounts_and_expires(
     challenge = started.challenge_id or ""
     code = await last_code(sms_sim, p.phone)
     with pytest.raises(ChallengeInvalid):  # another account cannot use it, even with the code
-        await service.confirm_binding(
-            db,
-            openid=STRANGER,
-            challenge_id=challenge,
-            code=code,
-            policy=POLICY,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        await confirm(db, clock, openid=STRANGER, challenge_id=challenge, code=code)
     clock.advance(seconds=POLICY.code_ttl.total_seconds())
     with pytest.raises(ChallengeExpired):
-        await service.confirm_binding(
-            db,
-            openid=ME,
-            challenge_id=challenge,
-            code=code,
-            policy=POLICY,
-            secret=SECRET,
-            now=clock.now(),
-        )
+        await confirm(db, clock, openid=ME, challenge_id=challenge, code=code)
     assert (await service.scope_for(db, openid=ME)).cards == ()
 
 
