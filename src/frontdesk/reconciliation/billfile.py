@@ -72,6 +72,23 @@ REQUIRED = (
     "手续费",
 )
 SETTLE_COLUMNS = ("应结订单金额", "总金额")  # current name, legacy name
+# Amount columns we do not use, still held to exactly two decimals: a bill that writes any
+# amount wrongly is not one to trust.
+OTHER_AMOUNTS = (
+    "代金券金额",
+    "企业红包金额",
+    "充值券退款金额",
+    "企业红包退款金额",
+    "订单金额",
+    "申请退款金额",
+)
+# Summary columns that add up a detail column we only check.
+SUMMARY_OF = {
+    "订单总金额": "订单金额",
+    "申请退款总金额": "申请退款金额",
+    "充值券退款总金额": "充值券退款金额",
+    "企业红包退款总金额": "企业红包退款金额",
+}
 SUMMARY_FIRST = "总交易单数"
 SUMMARY_REQUIRED = ("总交易单数", "退款总金额", "手续费总金额")
 SUMMARY_SETTLE = ("应结订单总金额", "总交易额")
@@ -132,6 +149,7 @@ class BillParser:
         self.settle_fen = 0
         self.refund_fen = 0
         self.fee_milli_fen = 0
+        self.other_fen: dict[str, int] = {}
 
     def rows(self, lines: Iterable[str]) -> Iterator[BillRow]:
         it = iter(lines)
@@ -163,6 +181,8 @@ class BillParser:
             i_fee,
         ) = (index[name] for name in REQUIRED)
         i_settle = next(index[n] for n in SETTLE_COLUMNS if n in index)
+        others = [(index[n], n) for n in OTHER_AMOUNTS if n in index]
+        other_fen = self.other_fen = {n: 0 for _, n in others}
         seen: set[str] = set()
         mchid = self.mchid
         for raw in it:
@@ -189,6 +209,8 @@ class BillParser:
             if mchid is not None and f[i_mch] != mchid:
                 raise BillRejected("merchant", f"line {line_no}: 商户号 {f[i_mch]!r}")
             is_refund = state == "REFUND"
+            for pos, name in others:
+                other_fen[name] += amount_fen(f[pos], what=name, line_no=line_no)
             refund_status = f[i_rstate]
             if is_refund and refund_status not in REFUND_STATES:
                 raise BillRejected("row", f"line {line_no}: 退款状态 {refund_status!r}")
@@ -274,6 +296,15 @@ class BillParser:
         details = BillSummary(self.count, self.settle_fen, self.refund_fen, self.fee_milli_fen)
         if summary != details:
             raise BillRejected("summary", f"summary {summary} but the rows add up to {details}")
+        for total_name, column in SUMMARY_OF.items():
+            if total_name in index and column in self.other_fen:
+                stated = amount_fen(f[index[total_name]], what=total_name, line_no=line_no)
+                if stated != self.other_fen[column]:
+                    raise BillRejected(
+                        "summary",
+                        f"{total_name} {stated} fen but the rows add up to "
+                        f"{self.other_fen[column]} fen",
+                    )
         self.summary = summary
 
 

@@ -110,7 +110,13 @@ async def totals(session: AsyncSession, *, start: date, end: date) -> Sequence[R
 
 async def differences_of(session: AsyncSession, day: date) -> dict[str, ReconDifference]:
     rows = (
-        (await session.execute(select(ReconDifference).where(ReconDifference.day_on == day)))
+        (
+            await session.execute(
+                select(ReconDifference)
+                .where(ReconDifference.day_on == day)
+                .execution_options(populate_existing=True)
+            )
+        )
         .scalars()
         .all()
     )
@@ -134,12 +140,14 @@ async def differences(
         stmt = stmt.where(ReconDifference.day_on < end)
     if statuses:
         stmt = stmt.where(ReconDifference.status.in_(statuses))
-    stmt = stmt.order_by(ReconDifference.day_on, ReconDifference.diff_class, ReconDifference.key)
+    stmt = stmt.order_by(
+        ReconDifference.day_on, ReconDifference.diff_class, ReconDifference.key
+    ).execution_options(populate_existing=True)
     return (await session.execute(stmt)).scalars().all()
 
 
 async def difference(session: AsyncSession, difference_id: int) -> ReconDifference | None:
-    return await session.get(ReconDifference, difference_id)
+    return await session.get(ReconDifference, difference_id, populate_existing=True)
 
 
 async def pending_other_day(
@@ -148,10 +156,12 @@ async def pending_other_day(
     return (
         (
             await session.execute(
-                select(ReconDifference).where(
+                select(ReconDifference)
+                .where(
                     ReconDifference.day_on.in_(days),
                     ReconDifference.status == PENDING_OTHER_DAY,
                 )
+                .execution_options(populate_existing=True)
             )
         )
         .scalars()
@@ -179,7 +189,7 @@ async def add_proposal(session: AsyncSession, **values: Any) -> ReconProposal:
 
 
 async def proposal(session: AsyncSession, proposal_id: int) -> ReconProposal | None:
-    return await session.get(ReconProposal, proposal_id)
+    return await session.get(ReconProposal, proposal_id, populate_existing=True)
 
 
 async def proposals_for(

@@ -162,17 +162,23 @@ class GeneratedDay:
 
 
 def generate_day(
-    day: date, *, tz: ZoneInfo, clean: int = 120, each: int = 3, seed: int = 7
+    day: date,
+    *,
+    tz: ZoneInfo,
+    clean: int = 120,
+    each: int = 3,
+    seed: int = 7,
+    start_index: int = 0,
 ) -> GeneratedDay:
     """A day with ``each`` differences of every class and ``clean`` agreeing movements."""
     rng = random.Random(seed)
     g = GeneratedDay(day=day)
-    for item in clean_items(day, clean, tz=tz):
+    for item in clean_items(day, clean, tz=tz, start_index=start_index):
         g.add(item)
     g.clean = clean
     start = _day_start(day, tz)
     end = start + timedelta(days=1)
-    index = 500_000
+    index = 500_000 + start_index
 
     def mid_day() -> datetime:
         return start + timedelta(seconds=rng.randrange(MARGIN_SECONDS, 86400 - MARGIN_SECONDS))
