@@ -104,11 +104,12 @@ async def queue_run(
     session: AsyncSession, *, day: date, now: datetime, delay_minutes: int = 0
 ) -> int | None:
     """Queue a run of ``day`` (the daily job, retries, and staff's "run again")."""
+    run_after = now + timedelta(minutes=delay_minutes)
     return await outbox.enqueue(
         session,
         RUN_JOB,
-        run_after=now + timedelta(minutes=delay_minutes),
-        dedupe_key=f"recon-run:{day.isoformat()}:{now.isoformat()}",
+        run_after=run_after,
+        dedupe_key=f"recon-run:{day.isoformat()}:{run_after.isoformat()}",
         day=day.isoformat(),
     )
 
