@@ -731,6 +731,16 @@ async def proposals_for(
     return await repo.proposals_for(session, difference_ids)
 
 
+async def difference_day(session: AsyncSession, difference_id: int) -> date | None:
+    row = await repo.difference(session, difference_id)
+    return None if row is None else row.day_on
+
+
+async def proposal_day(session: AsyncSession, proposal_id: int) -> date | None:
+    proposal = await repo.proposal(session, proposal_id)
+    return None if proposal is None else await difference_day(session, proposal.difference_id)
+
+
 async def items(session: AsyncSession, day: date) -> Sequence[Any]:
     return await repo.items(session, day)
 
