@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -64,9 +64,10 @@ class LedgerSource(Protocol):
     ) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class BillRow:
-    """One detail row of the ALL trade bill, amounts in integer fen (fee in milli-fen)."""
+class BillRow(NamedTuple):
+    """One detail row of the ALL trade bill, amounts in integer fen (fee in milli-fen).
+
+    A named tuple: a million of them are made per large bill, and tuples are made fastest."""
 
     at: datetime  # aware UTC: payment success time, or refund *apply* time
     mchid: str
@@ -92,11 +93,9 @@ class BillRow:
 
     @property
     def key(self) -> str:
-        return (
-            refund_key(self.out_refund_no)
-            if self.kind == "refund"
-            else payment_key(self.out_trade_no)
-        )
+        if self.kind == "refund":
+            return refund_key(self.out_refund_no)
+        return payment_key(self.out_trade_no)
 
 
 @dataclass(frozen=True)
