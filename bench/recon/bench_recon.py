@@ -63,17 +63,6 @@ def datetime_of(day: date) -> datetime:
     return datetime.combine(day, dtime.min, tzinfo=TZ)
 
 
-def expected(n: int) -> dict[str, int]:
-    long = sum(1 for i in range(n) if i % 100_000 == 99_999)
-    amount = sum(1 for i in range(n) if i % 250_000 == 249_999 and i % 100_000 != 99_999)
-    unsettled = sum(
-        1
-        for i in range(n)
-        if i % 50_000 == 49_999 and i % 100_000 != 99_999 and i % 250_000 != 249_999
-    )
-    return {"long": long, "amount": amount, "unsettled": unsettled, "short": SHORTS}
-
-
 def _ledger_row(e: LedgerEntry) -> str:
     at = "" if e.at is None else str(e.at.timestamp())
     return "\t".join(
@@ -123,6 +112,7 @@ def write_data(n: int, folder: Path) -> float:
     """The bill, and our ledger and the HIS's settlements as tab-separated files (what a
     database cursor would hand over row by row), with the differences injected."""
     started = time.perf_counter()
+    classes: Counter[str] = Counter()
     with (
         (folder / "bill.csv").open("w", encoding="utf-8", newline="") as bill_fh,
         (folder / "ledger.tsv").open("w", encoding="utf-8", newline="") as led_fh,
@@ -133,6 +123,13 @@ def write_data(n: int, folder: Path) -> float:
 
         def bill_lines() -> Iterator[BillLine]:
             for i, item in _items(n):
+                kind = item.ledger.kind if item.ledger is not None else "payment"
+                if i % 100_000 == 99_999:
+                    classes["long"] += 1
+                elif i % 250_000 == 249_999:
+                    classes["amount"] += 1
+                elif i % 50_000 == 49_999:
+                    classes["unsettled" if kind == "payment" else "state"] += 1
                 if item.ledger is not None and i % 100_000 != 99_999:  # else long
                     entry = item.ledger
                     if i % 250_000 == 249_999:  # amount
@@ -148,9 +145,11 @@ def write_data(n: int, folder: Path) -> float:
                 entry, his, _ = payment(9_000_000 + k, noon, 1000, trade_type="JSAPI")
                 led_fh.write(_ledger_row(entry) + "\n")
                 his_fh.write(_his_row(his) + "\n")
+                classes["short"] += 1
 
         for line in iter_bill(bill_lines(), bill_type="ALL", tz=TZ):
             bill_fh.write(line + "\r\n")
+    (folder / "expected.json").write_text(json.dumps(dict(sorted(classes.items()))))
     return time.perf_counter() - started
 
 
@@ -303,7 +302,7 @@ def main() -> None:
         print(
             f"bill: {args.lines} lines, {size / 2**20:.1f} MiB, data written in {gen_seconds:.1f} s"
         )
-        print(f"expected differences: {dict(sorted(expected(args.lines).items()))}")
+        print(f"injected differences: {(folder / 'expected.json').read_text()}")
         for extra in (["ours", "--ledger", "stream"], ["pandas"], ["ours", "--ledger", "list"]):
             out = subprocess.run(
                 [sys.executable, "-m", "bench.recon.bench_recon", *extra, "--dir", str(folder)],

@@ -12,6 +12,7 @@ there. Rows are yielded one by one, so a bill of any size is parsed in constant 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -268,7 +269,7 @@ class BillParser:
                 or (is_refund and not row.out_refund_no)
             ):
                 raise BillRejected("row", f"line {line_no}: merchant or transaction number empty")
-            key = row.key
+            key = sys.intern(row.key)  # shared with the ledger's and the HIS's key
             if key in seen:
                 raise BillRejected("duplicate", f"line {line_no}: {key[2:]} appears twice")
             seen.add(key)

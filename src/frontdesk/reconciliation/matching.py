@@ -11,6 +11,7 @@ id is checked against the one our ledger knows.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -63,17 +64,20 @@ def his_key(record: SettlementRecord) -> str:
 
 def index_ledger(entries: Iterable[LedgerEntry]) -> dict[str, _LedgerItem]:
     index: dict[str, _LedgerItem] = {}
+    # Few distinct values repeat a million times: keep one copy of each.
+    canon: dict[str, str] = {}
     for e in entries:
-        key = ledger_key(e)
+        key = sys.intern(ledger_key(e))
         old = index.get(key)
         index[key] = (
             e.amount_fen,
-            e.state,
+            canon.setdefault(e.state, e.state),
             e.at,
             e.transaction_id,
-            e.his_state,
-            e.trade_type,
-            e.out_trade_no,
+            canon.setdefault(e.his_state, e.his_state),
+            canon.setdefault(e.trade_type, e.trade_type),
+            # a payment's number is in its key
+            e.out_trade_no if e.kind == "refund" else "",
             1 if old is None else old[7] + 1,
         )
     return index
@@ -82,7 +86,7 @@ def index_ledger(entries: Iterable[LedgerEntry]) -> dict[str, _LedgerItem]:
 def index_his(records: Iterable[SettlementRecord]) -> dict[str, _HisItem]:
     index: dict[str, _HisItem] = {}
     for r in records:
-        key = his_key(r)
+        key = sys.intern(his_key(r))
         old = index.get(key)
         index[key] = (r.amount_fen, r.at, 1 if old is None else old[2] + 1)
     return index
@@ -235,7 +239,10 @@ def match(
     for key, item in led.items():
         kind = "refund" if key.startswith("r|") else "payment"
         s = Sides(
-            key=key, kind=kind, out_trade_no="", out_refund_no=key[2:] if kind == "refund" else ""
+            key=key,
+            kind=kind,
+            out_trade_no="" if kind == "refund" else key[2:],
+            out_refund_no=key[2:] if kind == "refund" else "",
         )
         _fill_ledger(s, item)
         _fill_his(s, settled.pop(key, None))
