@@ -198,3 +198,20 @@ async def test_the_daily_time_comes_from_the_setting(
     assert row is not None
     assert row.spec == "daily 11:15"
     assert row.next_run_at == datetime.combine(clock.local_now().date(), time(11, 15), tzinfo=SH)
+
+
+async def test_without_a_ledger_the_run_says_so_instead_of_dying(
+    container: Container, pay_sim: PaySimRig, his_gateway: object, clock: FrozenClock
+) -> None:
+    day, _ = await _paid_day(pay_sim, clock)
+    container.services["pay"] = pay_sim.pay
+    container.services["his"] = his_gateway
+    container.services.pop("ledger", None)
+    clock.advance(days=1)
+
+    run = await _run(container, day, clock)
+
+    assert (run.state, run.error_code) == ("failed", "ledger")
+    async with container.db.session() as s:
+        dead = (await s.execute(select(OutboxJob).where(OutboxJob.status == "dead"))).all()
+    assert dead == []

@@ -28,6 +28,7 @@ class BillRejected(DomainError):
         "no_statement",  # WeChat has not published the bill (retried until the deadline)
         "fetch",  # WeChat Pay could not be reached
         "his",  # the HIS could not give the day's settlements
+        "ledger",  # no payments ledger is configured (billing not wired)
     )
 
     def __init__(self, reason: str, detail: str = "") -> None:

@@ -35,11 +35,8 @@ log = logging.getLogger("frontdesk.reconciliation")
 scheduler.recurring(service.DAILY_JOB, "daily 10:30", setting="reconciliation_schedule")
 
 
-def _ledger(ctx: outbox.JobContext) -> LedgerSource:
-    ledger = ctx.container.services.get("ledger")
-    if ledger is None:
-        raise outbox.PermanentFailure("no ledger: services['ledger'] is not configured")
-    return ledger  # type: ignore[no-any-return]
+def _ledger(ctx: outbox.JobContext) -> LedgerSource | None:
+    return ctx.container.services.get("ledger")  # type: ignore[no-any-return]
 
 
 @outbox.job(service.DAILY_JOB, max_attempts=3)
@@ -84,6 +81,9 @@ async def run_day(ctx: outbox.JobContext, *, day: str, **_: Any) -> None:
     if pay is None:
         await stop(BillRejected("fetch", "WeChat Pay is not configured"), retry=False)
         return
+    if ledger is None:
+        await stop(BillRejected("ledger", "services['ledger'] is not configured"), retry=False)
+        return
     with tempfile.TemporaryFile(dir=settings.reconciliation_work_dir or None) as fh:
         try:
             download = await pay.stream_trade_bill(the_day, fh)
@@ -127,11 +127,14 @@ async def run_day(ctx: outbox.JobContext, *, day: str, **_: Any) -> None:
 
 @outbox.job(service.RECHECK_JOB, max_attempts=5)
 async def recheck(ctx: outbox.JobContext, *, difference_id: int, round: int = 1, **_: Any) -> None:
+    ledger = _ledger(ctx)
+    if ledger is None:
+        raise outbox.PermanentFailure("services['ledger'] is not configured")
     await service.recheck(
         ctx.session,
         difference_id=difference_id,
         round_no=round,
-        ledger=_ledger(ctx),
+        ledger=ledger,
         now=ctx.now,
         policy=service.Policy.from_settings(ctx.container.settings),
     )
