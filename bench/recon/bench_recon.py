@@ -7,10 +7,12 @@ same run with a plain pandas merge of the same data.
 ``all`` writes the bill once (the Pay simulator's own writer, CRLF, backticks, summary) and
 runs each contender in a fresh process so its peak RSS is its own:
 
-- ``ours``: ``BillParser.rows`` over the file (one line at a time) fed to
-  ``matching.match`` with the ledger and the HIS settlements streamed from the generator
-  (``--ledger list`` first builds them as lists of ``LedgerEntry``/``SettlementRecord``, as
-  billing's ``ledger_entries`` returns a list).
+- ``ours``: ``BillParser.rows`` over the bill file (one line at a time) fed to
+  ``matching.match``, the ledger and the HIS's settlements read from their files (as a
+  database cursor or the HIS bridge would hand them over). ``--ledger stream``: both
+  streamed into the indexes; ``--ledger service``: as ``service.reconcile`` gets them (the
+  ledger in 24 hourly lists, each indexed and dropped; the HIS as one list);
+  ``--ledger list``: both as whole lists first.
 - ``pandas``: ``read_csv`` of the same file, backticks stripped, yuan to integer fen, the
   ledger and HIS as DataFrames, two outer merges on the key and the same difference rules
   for the classes injected here (long, short, unsettled, amount).
@@ -45,7 +47,7 @@ from zoneinfo import ZoneInfo
 
 from frontdesk.his.port import SettlementRecord
 from frontdesk.reconciliation.billfile import BillParser
-from frontdesk.reconciliation.matching import match
+from frontdesk.reconciliation.matching import LedgerIndex, index_ledger, match
 from frontdesk.reconciliation.schemas import LedgerEntry
 from frontdesk.sims.recon_day import Item, clean_items, payment
 from frontdesk.sims.wechat_sim.pay_bill import BillLine, iter_bill
@@ -200,8 +202,21 @@ def run_ours(folder: Path, ledger_mode: str) -> dict[str, Any]:
     started = time.perf_counter()
     ledger: Any = read_ledger(folder / "ledger.tsv")
     his: Any = read_his(folder / "his.tsv")
-    if ledger_mode == "list":  # as billing's ledger_entries hands them over
+    if ledger_mode == "list":  # everything as lists at once
         ledger, his = list(ledger), list(his)
+    elif ledger_mode == "service":
+        # What service.reconcile does: the ledger read as 24 lists (one per hour), each
+        # indexed and dropped; the HIS's settlements as one list (the HIS port gives one).
+        his = list(his)
+        index: LedgerIndex = {}
+        chunk: list[LedgerEntry] = []
+        size = sum(1 for _ in (folder / "ledger.tsv").open(encoding="utf-8")) // 24 + 1
+        for entry in ledger:
+            chunk.append(entry)
+            if len(chunk) == size:
+                index_ledger(chunk, index)
+                chunk = []
+        ledger = index_ledger(chunk, index)
     parser = BillParser(mchid="1230000109")
     with (folder / "bill.csv").open("r", encoding="utf-8", newline="") as fh:
         result = match(parser.rows(fh), ledger, his, keep_matched=False)
@@ -284,7 +299,7 @@ def main() -> None:
     parser.add_argument("what", choices=["all", "gen", "ours", "pandas"])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--dir", type=Path)
-    parser.add_argument("--ledger", choices=["stream", "list"], default="stream")
+    parser.add_argument("--ledger", choices=["stream", "service", "list"], default="stream")
     args = parser.parse_args()
     if args.what == "gen":
         print(json.dumps({"seconds": round(write_data(args.lines, args.dir), 1)}))
@@ -303,7 +318,12 @@ def main() -> None:
             f"bill: {args.lines} lines, {size / 2**20:.1f} MiB, data written in {gen_seconds:.1f} s"
         )
         print(f"injected differences: {(folder / 'expected.json').read_text()}")
-        for extra in (["ours", "--ledger", "stream"], ["pandas"], ["ours", "--ledger", "list"]):
+        for extra in (
+            ["ours", "--ledger", "stream"],
+            ["ours", "--ledger", "service"],
+            ["pandas"],
+            ["ours", "--ledger", "list"],
+        ):
             out = subprocess.run(
                 [sys.executable, "-m", "bench.recon.bench_recon", *extra, "--dir", str(folder)],
                 check=True,

@@ -39,7 +39,7 @@ async def other_client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 async def reconciled_day(db: AsyncSession, clock: FrozenClock, app: Any) -> MemoryLedger:
     g = generate_day(DAY, tz=SH, clean=40, each=2)
-    ledger = MemoryLedger(list(g.ledger))
+    ledger = MemoryLedger(list(g.ledger), started=g.started)
     app.state.container.services["ledger"] = ledger
     await service.reconcile(
         db,

@@ -23,15 +23,18 @@ class MemoryLedger:
     entries_: list[LedgerEntry] = field(default_factory=list)
     actions: list[tuple[str, str, str, int | None]] = field(default_factory=list)
     confirm_on_requery: dict[str, LedgerEntry] = field(default_factory=dict)
-    refused_refunds: bool = False
+    started: dict[str, datetime] = field(default_factory=dict)  # unfinished: when begun
+    windows: list[tuple[datetime, datetime]] = field(default_factory=list)
 
     async def entries(
         self, session: AsyncSession, *, start_at: datetime, end_at: datetime
     ) -> list[LedgerEntry]:
+        """The contract's window: final in [start, end), or started in it and not final."""
+        self.windows.append((start_at, end_at))
         chosen = [
             e
             for e in self.entries_
-            if (e.at is not None and start_at <= e.at < end_at) or e.at is None
+            if start_at <= (e.at or self.started[e.out_refund_no or e.out_trade_no]) < end_at
         ]
         return sorted(chosen, key=lambda e: (e.at or end_at, e.kind, e.ledger_id))
 

@@ -74,7 +74,7 @@ async def test_a_generated_day_finds_every_difference_and_nothing_else(
     db: AsyncSession, clock: FrozenClock
 ) -> None:
     g = generate_day(DAY, tz=SH, clean=200, each=4)
-    ledger = MemoryLedger(list(g.ledger))
+    ledger = MemoryLedger(list(g.ledger), started=g.started)
 
     outcome = await run(db, clock, DAY, g, ledger)
 
@@ -92,6 +92,11 @@ async def test_a_generated_day_finds_every_difference_and_nothing_else(
             assert status[key] == "auto_pending"  # the system asked WeChat again
         else:
             assert status[key] == "open"
+    # The ledger was read an hour at a time, the hours covering the hospital day exactly.
+    start, end = service.day_window(DAY)
+    assert len(ledger.windows) == 24
+    assert ledger.windows[0][0] == start and ledger.windows[-1][1] == end
+    assert all(a[1] == b[0] for a, b in zip(ledger.windows, ledger.windows[1:], strict=False))
     requeried = [a for a in ledger.actions if a[0] == "requery"]
     assert len(requeried) == 4 and {a[2] for a in requeried} == {"system:reconciliation"}
     assert outcome.run.state == "reconciled"
@@ -113,7 +118,7 @@ async def test_cross_day_payments_close_when_the_next_day_is_reconciled(
 ) -> None:
     g = generate_day(DAY, tz=SH, clean=60, each=3)
     nxt = generate_day(DAY + timedelta(days=1), tz=SH, clean=40, each=0, start_index=10_000)
-    ledger = MemoryLedger([*g.ledger, *nxt.ledger])
+    ledger = MemoryLedger([*g.ledger, *nxt.ledger], started={**g.started, **nxt.started})
     await run(db, clock, DAY, g, ledger)
 
     await run(db, clock, DAY + timedelta(days=1), nxt, ledger, extra_lines=g.next_day_bill)
@@ -137,7 +142,7 @@ async def test_a_cross_day_half_that_the_next_day_lacks_becomes_a_short(
 ) -> None:
     g = generate_day(DAY, tz=SH, clean=20, each=1)
     nxt = generate_day(DAY + timedelta(days=1), tz=SH, clean=10, each=0, start_index=10_000)
-    ledger = MemoryLedger([*g.ledger, *nxt.ledger])
+    ledger = MemoryLedger([*g.ledger, *nxt.ledger], started={**g.started, **nxt.started})
     await run(db, clock, DAY, g, ledger)
 
     await run(db, clock, DAY + timedelta(days=1), nxt, ledger)  # the line never came
@@ -151,7 +156,7 @@ async def test_a_repeated_run_gives_the_same_result_and_keeps_resolutions(
     db: AsyncSession, clock: FrozenClock
 ) -> None:
     g = generate_day(DAY, tz=SH, clean=50, each=2)
-    ledger = MemoryLedger(list(g.ledger))
+    ledger = MemoryLedger(list(g.ledger), started=g.started)
     await run(db, clock, DAY, g, ledger)
     before = {
         d.key: (d.diff_class, d.bill_fen, d.ledger_fen, d.his_fen)
@@ -191,7 +196,7 @@ async def test_a_difference_fixed_since_closes_itself_on_the_next_run(
     db: AsyncSession, clock: FrozenClock
 ) -> None:
     g = generate_day(DAY, tz=SH, clean=10, each=1)
-    ledger = MemoryLedger(list(g.ledger))
+    ledger = MemoryLedger(list(g.ledger), started=g.started)
     await run(db, clock, DAY, g, ledger)
     [key] = [k for k, c in g.expected.items() if c == "unsettled"]
     g.his.append(
@@ -229,7 +234,7 @@ async def test_a_refused_bill_stops_the_run_and_writes_nothing_else(
     db: AsyncSession, clock: FrozenClock, reason: str
 ) -> None:
     g = generate_day(DAY, tz=SH, clean=30, each=1)
-    ledger = MemoryLedger(list(g.ledger))
+    ledger = MemoryLedger(list(g.ledger), started=g.started)
     bad = BAD_BILLS[reason](bill_text(g.bill))
 
     with pytest.raises(BillRejected) as caught:
@@ -249,7 +254,7 @@ async def test_a_failed_rerun_keeps_the_days_earlier_result(
     db: AsyncSession, clock: FrozenClock
 ) -> None:
     g = generate_day(DAY, tz=SH, clean=30, each=1)
-    ledger = MemoryLedger(list(g.ledger))
+    ledger = MemoryLedger(list(g.ledger), started=g.started)
     await run(db, clock, DAY, g, ledger)
     diffs = await count(db, ReconDifference)
 
@@ -272,7 +277,7 @@ async def test_maker_checker_the_proposer_cannot_approve(
     db: AsyncSession, clock: FrozenClock
 ) -> None:
     g = generate_day(DAY, tz=SH, clean=10, each=1)
-    ledger = MemoryLedger(list(g.ledger))
+    ledger = MemoryLedger(list(g.ledger), started=g.started)
     await run(db, clock, DAY, g, ledger)
     row = await _first(db, "unsettled")
 
@@ -326,7 +331,7 @@ async def test_a_rejected_proposal_reopens_and_a_refund_goes_through_the_ledger(
     db: AsyncSession, clock: FrozenClock
 ) -> None:
     g = generate_day(DAY, tz=SH, clean=10, each=1)
-    ledger = MemoryLedger(list(g.ledger))
+    ledger = MemoryLedger(list(g.ledger), started=g.started)
     await run(db, clock, DAY, g, ledger)
     row = await _first(db, "duplicate")
     p = await service.propose(
@@ -374,7 +379,7 @@ async def test_a_rejected_proposal_reopens_and_a_refund_goes_through_the_ledger(
 
 async def test_a_reversal_entry_books_the_difference(db: AsyncSession, clock: FrozenClock) -> None:
     g = generate_day(DAY, tz=SH, clean=10, each=1)
-    ledger = MemoryLedger(list(g.ledger))
+    ledger = MemoryLedger(list(g.ledger), started=g.started)
     await run(db, clock, DAY, g, ledger)
     row = await _first(db, "long")
 
@@ -403,7 +408,7 @@ async def test_an_action_that_does_not_fit_changes_nothing(
     db: AsyncSession, clock: FrozenClock, action: str, reason: str
 ) -> None:
     g = generate_day(DAY, tz=SH, clean=5, each=1)
-    ledger = MemoryLedger(list(g.ledger))
+    ledger = MemoryLedger(list(g.ledger), started=g.started)
     await run(db, clock, DAY, g, ledger)
     row = await _first(db, "long")  # not in our ledger: nothing to settle
 
@@ -421,7 +426,7 @@ async def test_a_late_notify_confirmed_by_a_query_is_resolved_automatically(
     db: AsyncSession, clock: FrozenClock
 ) -> None:
     g = generate_day(DAY, tz=SH, clean=5, each=1)
-    ledger = MemoryLedger(list(g.ledger))
+    ledger = MemoryLedger(list(g.ledger), started=g.started)
     late = next(
         e
         for e in g.ledger

@@ -62,8 +62,13 @@ def his_key(record: SettlementRecord) -> str:
     )
 
 
-def index_ledger(entries: Iterable[LedgerEntry]) -> dict[str, _LedgerItem]:
-    index: dict[str, _LedgerItem] = {}
+LedgerIndex = dict[str, _LedgerItem]
+
+
+def index_ledger(entries: Iterable[LedgerEntry], index: LedgerIndex | None = None) -> LedgerIndex:
+    """Index ledger entries by key (into ``index`` when given: the ledger can be read in
+    pieces, each piece dropped once indexed)."""
+    index = {} if index is None else index
     # Few distinct values repeat a million times: keep one copy of each.
     canon: dict[str, str] = {}
     for e in entries:
@@ -177,13 +182,14 @@ def _fill_his(s: Sides, item: _HisItem | None) -> None:
 
 def match(
     rows: Iterable[BillRow],
-    ledger: Iterable[LedgerEntry],
+    ledger: Iterable[LedgerEntry] | LedgerIndex,
     his: Iterable[SettlementRecord],
     *,
     keep_matched: bool = True,
 ) -> MatchResult:
-    """Match a day's bill rows (streamed), ledger entries and HIS settlements."""
-    led = index_ledger(ledger)
+    """Match a day's bill rows (streamed), ledger entries (or their index, already built)
+    and HIS settlements."""
+    led = ledger if isinstance(ledger, dict) else index_ledger(ledger)
     settled = index_his(his)
     result = MatchResult(ledger_count=len(led), his_count=len(settled))
     totals = result.totals

@@ -30,7 +30,14 @@ from frontdesk.reconciliation.errors import (
     ProposalNotFound,
     RunNotFound,
 )
-from frontdesk.reconciliation.matching import classify, match, moved, trade_type_bucket
+from frontdesk.reconciliation.matching import (
+    LedgerIndex,
+    classify,
+    index_ledger,
+    match,
+    moved,
+    trade_type_bucket,
+)
 from frontdesk.reconciliation.models import (
     AUTO_PENDING,
     AUTO_RESOLVED,
@@ -160,10 +167,9 @@ async def reconcile(
 ) -> Outcome:
     """Parse and match the day, then replace its results in one go. A refused bill raises
     ``BillRejected`` before anything is written (the caller records it)."""
-    start, end = day_window(day)
-    entries = await ledger.entries(session, start_at=start, end_at=end)
+    led = await read_ledger(session, ledger, day)
     parser = BillParser(mchid=mchid)
-    result = match(parser.rows(bill_lines), entries, his_records)  # raises BillRejected
+    result = match(parser.rows(bill_lines), led, his_records)  # raises BillRejected
     run = await repo.ensure_run(session, day, now=now, state=RECONCILED)
     existing = await repo.differences_of(session, day)
     findings = await _cross_day(session, day, result.findings, policy)
@@ -258,6 +264,20 @@ async def reconcile(
     )
     await session.flush()
     return Outcome(run=run, findings=[f for f, *_ in findings])
+
+
+async def read_ledger(session: AsyncSession, ledger: LedgerSource, day: date) -> LedgerIndex:
+    """The day's ledger, read an hour at a time and indexed as it comes: on a busy day only
+    one hour of full ``LedgerEntry`` objects is in memory at once. The contract's window
+    (final in it, or started in it and not final) makes the hours a partition of the day."""
+    start, end = day_window(day)
+    index: LedgerIndex = {}
+    at = start
+    while at < end:
+        upto = min(at + timedelta(hours=1), end)
+        index_ledger(await ledger.entries(session, start_at=at, end_at=upto), index)
+        at = upto
+    return index
 
 
 def _sides_values(s: Sides) -> dict[str, Any]:

@@ -151,6 +151,7 @@ class GeneratedDay:
     bill: list[BillLine] = field(default_factory=list)
     next_day_bill: list[BillLine] = field(default_factory=list)  # cross-day lines
     expected: dict[str, str] = field(default_factory=dict)  # key -> class, for ``day``
+    started: dict[str, datetime] = field(default_factory=dict)  # unfinished: when begun
     clean: int = 0
 
     def add(self, item: Item) -> None:
@@ -220,6 +221,7 @@ def generate_day(
         g.expected[refund_key(r_led.out_refund_no or "")] = "state"
         # state: WeChat billed it, our payment is still pending (a lost notify).
         led, his, bill = fresh()
+        g.started[led.out_trade_no] = bill.at - timedelta(minutes=1)
         g.add(Item(replace(led, state="pending", at=None, his_state="pending"), (), bill))
         g.expected[payment_key(led.out_trade_no)] = "state"
         # in the HIS but not paid: a settlement without any payment.
@@ -244,5 +246,6 @@ def generate_day(
         g.expected[payment_key(led.out_trade_no)] = "duplicate"
         # noise that is no difference: a payment started and never paid, nowhere else.
         led, his, bill = fresh()
+        g.started[led.out_trade_no] = bill.at
         g.add(Item(replace(led, state="pending", at=None, his_state="pending"), (), None))
     return g
