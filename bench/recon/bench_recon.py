@@ -11,7 +11,8 @@ runs each contender in a fresh process so its peak RSS is its own:
   ``matching.match``, the ledger and the HIS's settlements read from their files (as a
   database cursor or the HIS bridge would hand them over). ``--ledger stream``: both
   streamed into the indexes; ``--ledger service``: as ``service.reconcile`` gets them (the
-  ledger in 24 hourly lists, each indexed and dropped; the HIS as one list);
+  HIS's list indexed at once and dropped, then the ledger in 24 hourly lists, each indexed
+  and dropped);
   ``--ledger list``: both as whole lists first.
 - ``pandas``: ``read_csv`` of the same file, backticks stripped, yuan to integer fen, the
   ledger and HIS as DataFrames, two outer merges on the key and the same difference rules
@@ -47,7 +48,7 @@ from zoneinfo import ZoneInfo
 
 from frontdesk.his.port import SettlementRecord
 from frontdesk.reconciliation.billfile import BillParser
-from frontdesk.reconciliation.matching import LedgerIndex, index_ledger, match
+from frontdesk.reconciliation.matching import LedgerIndex, index_his, index_ledger, match
 from frontdesk.reconciliation.schemas import LedgerEntry
 from frontdesk.sims.recon_day import Item, clean_items, payment
 from frontdesk.sims.wechat_sim.pay_bill import BillLine, iter_bill
@@ -205,9 +206,10 @@ def run_ours(folder: Path, ledger_mode: str) -> dict[str, Any]:
     if ledger_mode == "list":  # everything as lists at once
         ledger, his = list(ledger), list(his)
     elif ledger_mode == "service":
-        # What service.reconcile does: the ledger read as 24 lists (one per hour), each
-        # indexed and dropped; the HIS's settlements as one list (the HIS port gives one).
-        his = list(his)
+        # What the job and service.reconcile do: the HIS's settlements arrive as one list
+        # (the HIS port gives one) and are indexed at once, the list dropped; then the
+        # ledger is read as 24 lists (one per hour), each indexed and dropped.
+        his = index_his(list(his))
         index: LedgerIndex = {}
         chunk: list[LedgerEntry] = []
         size = sum(1 for _ in (folder / "ledger.tsv").open(encoding="utf-8")) // 24 + 1

@@ -27,6 +27,7 @@ from frontdesk.core import outbox, scheduler
 from frontdesk.his.port import HisError
 from frontdesk.reconciliation import service
 from frontdesk.reconciliation.errors import BillRejected
+from frontdesk.reconciliation.matching import index_his
 from frontdesk.reconciliation.schemas import LedgerSource
 from frontdesk.wechat.pay.port import PayRejected, PayUnavailable
 
@@ -91,7 +92,8 @@ async def run_day(ctx: outbox.JobContext, *, day: str, **_: Any) -> None:
             await stop(_fetch_error(exc), retry=True)
             return
         try:
-            records = await his.day_settlements(the_day)
+            # Indexed at once: the HIS's list of records is dropped before the ledger is read.
+            settlements = index_his(await his.day_settlements(the_day))
         except HisError as exc:
             await stop(BillRejected("his", f"{type(exc).__name__}: {exc}"), retry=True)
             return
@@ -103,7 +105,7 @@ async def run_day(ctx: outbox.JobContext, *, day: str, **_: Any) -> None:
                 day=the_day,
                 bill_lines=text,
                 bill_sha1=download.sha1,
-                his_records=records,
+                his_records=settlements,
                 ledger=ledger,
                 mchid=settings.wechatpay_mchid or None,
                 now=ctx.now,

@@ -88,8 +88,12 @@ def index_ledger(entries: Iterable[LedgerEntry], index: LedgerIndex | None = Non
     return index
 
 
-def index_his(records: Iterable[SettlementRecord]) -> dict[str, _HisItem]:
-    index: dict[str, _HisItem] = {}
+HisIndex = dict[str, _HisItem]
+
+
+def index_his(records: Iterable[SettlementRecord]) -> HisIndex:
+    """Index the HIS's settlements by key (compact: the records can be dropped after)."""
+    index: HisIndex = {}
     for r in records:
         key = sys.intern(his_key(r))
         old = index.get(key)
@@ -183,14 +187,14 @@ def _fill_his(s: Sides, item: _HisItem | None) -> None:
 def match(
     rows: Iterable[BillRow],
     ledger: Iterable[LedgerEntry] | LedgerIndex,
-    his: Iterable[SettlementRecord],
+    his: Iterable[SettlementRecord] | HisIndex,
     *,
     keep_matched: bool = True,
 ) -> MatchResult:
-    """Match a day's bill rows (streamed), ledger entries (or their index, already built)
-    and HIS settlements."""
+    """Match a day's bill rows (streamed), ledger entries and HIS settlements (each may be
+    given as its index, already built). The indexes are consumed."""
     led = ledger if isinstance(ledger, dict) else index_ledger(ledger)
-    settled = index_his(his)
+    settled = his if isinstance(his, dict) else index_his(his)
     result = MatchResult(ledger_count=len(led), his_count=len(settled))
     totals = result.totals
 

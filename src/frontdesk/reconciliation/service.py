@@ -31,6 +31,7 @@ from frontdesk.reconciliation.errors import (
     RunNotFound,
 )
 from frontdesk.reconciliation.matching import (
+    HisIndex,
     LedgerIndex,
     classify,
     index_ledger,
@@ -159,7 +160,7 @@ async def reconcile(
     day: date,
     bill_lines: Iterable[str],
     bill_sha1: str | None,
-    his_records: Sequence[SettlementRecord],
+    his_records: Sequence[SettlementRecord] | HisIndex,
     ledger: LedgerSource,
     mchid: str | None,
     now: datetime,
@@ -220,9 +221,9 @@ async def reconcile(
             row.resolved_by, row.resolved_at = SYSTEM_ACTOR, now
             await _close_open_proposals(session, row.id, now)
     await session.flush()
-    finding_by_key = {f.sides.key: f for f in result.findings}
     items = [_item_values(day, s, None) for s in result.matched]
-    items += [_item_values(day, f.sides, f.cls) for f in finding_by_key.values()]
+    # The details carry the class the difference was filed under (cross-day included).
+    items += [_item_values(day, f.sides, cls) for f, cls, _, _ in findings]
     await repo.replace_items(session, day, items)
     await repo.replace_totals(session, day, _totals_rows(day, result.totals))
     run.state = RECONCILED
