@@ -173,6 +173,7 @@ def test_staff_sign_in_with_totp_and_see_only_their_pages(live_console: LiveCons
                     "公众号菜单",
                     "模板消息投递",
                     "号源与预约",
+                    "对账",
                     "审计日志",
                     "接口状态",
                     "员工账号",

@@ -560,6 +560,7 @@ async def test_the_admin_nav_and_english_pages(
         "/console/wechat/menu",
         "/console/wechat/deliveries",
         "/console/booking",
+        "/console/reconciliation",
         "/console/audit",
         "/console/health",
         "/console/staff",

@@ -75,14 +75,20 @@ class Recurring:
     name: str
     job_name: str
     schedule: Schedule
+    setting: str | None = None  # a Settings field that, when given, overrides the spec
 
 
 recurring_registry: dict[str, Recurring] = {}
 
 
-def recurring(name: str, spec: str, *, job_name: str | None = None) -> None:
-    """Declare a recurring job (call at import time of a domain's ``jobs`` module)."""
-    recurring_registry[name] = Recurring(name, job_name or name, Schedule(spec))
+def recurring(
+    name: str, spec: str, *, job_name: str | None = None, setting: str | None = None
+) -> None:
+    """Declare a recurring job (call at import time of a domain's ``jobs`` module).
+
+    ``setting`` names a Settings field holding the spec (``spec`` is its default): the
+    worker passes its settings to ``sync_definitions``."""
+    recurring_registry[name] = Recurring(name, job_name or name, Schedule(spec), setting)
 
 
 async def sync_definitions(
@@ -91,9 +97,14 @@ async def sync_definitions(
     now: datetime,
     tz: ZoneInfo,
     definitions: dict[str, Recurring] | None = None,
+    settings: object | None = None,
 ) -> None:
     """Insert rows for new recurring jobs; update the spec of changed ones."""
     for item in (definitions or recurring_registry).values():
+        if item.setting and settings is not None:
+            item = Recurring(
+                item.name, item.job_name, Schedule(str(getattr(settings, item.setting)))
+            )
         stmt = insert_ignoring_conflict(
             session,
             RecurringJob.__table__,

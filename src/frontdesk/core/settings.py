@@ -285,6 +285,33 @@ class Settings(BaseSettings):
     # Report bodies fetched from the HIS at once when a trend needs many of them.
     reports_fetch_concurrency: int = Field(default=8, ge=1, le=32)
 
+    # --- reconciliation (issue 11) ------------------------------------------------------
+    # When the worker reconciles the previous hospital day ("daily HH:MM", hospital time).
+    # WeChat publishes bills from 09:00 the next day; fetch after 10:00.
+    reconciliation_schedule: str = "daily 10:30"
+    # The bill is not published yet: try again after this many minutes.
+    reconciliation_retry_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # Stop retrying (the run fails, an alert shows) this many hours after the day ended.
+    reconciliation_give_up_hours: int = Field(default=48, ge=1, le=24 * 90)
+    # A one-sided movement this close to midnight waits for the adjacent day (cross-day)
+    # instead of raising an alarm.
+    reconciliation_cross_day_seconds: int = Field(default=600, ge=0, le=6 * 3600)
+    # After the system asks WeChat again about a late notify, check the ledger this much later.
+    reconciliation_recheck_minutes: int = Field(default=5, ge=1, le=24 * 60)
+    # Where bills are streamed while they are parsed (empty: the system's temp directory).
+    reconciliation_work_dir: str = ""
+
+    @field_validator("reconciliation_schedule")
+    @classmethod
+    def _recon_schedule(cls, value: str) -> str:
+        from frontdesk.core.scheduler import Schedule, ScheduleError
+
+        try:
+            Schedule(value)
+        except ScheduleError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
     @field_validator("reports_hold_hours")
     @classmethod
     def _hold_hours(cls, value: dict[str, int]) -> dict[str, int]:

@@ -29,6 +29,7 @@ JOB_MODULES: list[str] = [
     "frontdesk.reports.jobs",
     "frontdesk.catalog.jobs",
     "frontdesk.booking.jobs",
+    "frontdesk.reconciliation.jobs",
 ]
 
 
@@ -61,7 +62,9 @@ class Worker:
 
     async def prepare(self) -> None:
         async with self.sessionmaker() as session, session.begin():
-            await scheduler.sync_definitions(session, now=clock_now(), tz=self.tz)
+            await scheduler.sync_definitions(
+                session, now=clock_now(), tz=self.tz, settings=self.container.settings
+            )
 
     async def tick_recurring(self) -> list[str]:
         async with self.sessionmaker() as session, session.begin():

@@ -11,6 +11,7 @@ from frontdesk.core import audit, inbox, outbox, ratelimit, scheduler  # noqa: F
 from frontdesk.core.models import Base
 from frontdesk.his import models as his_models  # noqa: F401
 from frontdesk.messaging import models as messaging_models  # noqa: F401
+from frontdesk.reconciliation import models as reconciliation_models  # noqa: F401
 from frontdesk.reports import models as reports_models  # noqa: F401
 from frontdesk.wechat.oa import models as wechat_oa_models  # noqa: F401
 

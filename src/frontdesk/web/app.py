@@ -88,6 +88,7 @@ def _domain_routers() -> list[Any]:
     from frontdesk.console import messaging as messaging_console
     from frontdesk.console import wechat_oa as wechat_console
     from frontdesk.console.patients import router as console_patients_router
+    from frontdesk.console.reconciliation import router as console_reconciliation_router
     from frontdesk.console.routes import router as console_router
     from frontdesk.messaging import routes as messaging_routes
     from frontdesk.reports import routes as reports_routes
@@ -110,4 +111,5 @@ def _domain_routers() -> list[Any]:
         messaging_console.router,
         wechat_console.router,
         reports_routes.router,
+        console_reconciliation_router,
     ]

@@ -7,6 +7,7 @@ BOM. Amounts in yuan with 2 decimals, the fee with 5, the rate like ``0.60%``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -134,9 +135,6 @@ def _row(fields: list[str]) -> str:
 
 
 def render_bill(lines: list[BillLine], *, bill_type: str, tz: ZoneInfo) -> bytes:
-    def when(at: datetime | None) -> str:
-        return at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") if at else ""
-
     if bill_type == "SUCCESS":
         selected = [line for line in lines if not line.is_refund]
     elif bill_type == "REFUND":
@@ -144,10 +142,24 @@ def render_bill(lines: list[BillLine], *, bill_type: str, tz: ZoneInfo) -> bytes
     else:
         selected = list(lines)
     selected.sort(key=lambda line: (line.at, line.out_trade_no, line.out_refund_no))
-    out: list[str] = []
+    return ("\r\n".join(iter_bill(selected, bill_type=bill_type, tz=tz)) + "\r\n").encode("utf-8")
+
+
+def iter_bill(selected: Iterable[BillLine], *, bill_type: str, tz: ZoneInfo) -> Iterator[str]:
+    """The bill's text lines (without line ends) for lines already selected and in order:
+    a bill of any size can be written out without holding it."""
+
+    def when(at: datetime | None) -> str:
+        return at.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") if at else ""
+
     header = {"SUCCESS": SUCCESS_HEADER, "REFUND": REFUND_HEADER}.get(bill_type, ALL_HEADER)
-    out.append(",".join(header))
+    yield ",".join(header)
+    count = settle_total = refund_total = fee_total = 0
     for line in selected:
+        count += 1
+        settle_total += 0 if line.is_refund else line.amount_fen
+        refund_total += line.refund_fen
+        fee_total += line.fee_units
         settle = 0 if line.is_refund else line.amount_fen
         common = [
             when(line.at),
@@ -166,7 +178,7 @@ def render_bill(lines: list[BillLine], *, bill_type: str, tz: ZoneInfo) -> bytes
             "0.00",
         ]
         if bill_type == "SUCCESS":
-            out.append(
+            yield (
                 _row(
                     [
                         *common,
@@ -198,25 +210,18 @@ def render_bill(lines: list[BillLine], *, bill_type: str, tz: ZoneInfo) -> bytes
             "",
         ]
         if bill_type == "REFUND":
-            out.append(
-                _row([*common, when(line.at), when(line.refund_success_at), *refund_part, *tail])
-            )
+            yield _row([*common, when(line.at), when(line.refund_success_at), *refund_part, *tail])
         else:
-            out.append(_row([*common, *refund_part, *tail]))
-    settle_total = sum(0 if x.is_refund else x.amount_fen for x in selected)
-    refund_total = sum(x.refund_fen for x in selected)
-    fee_total = sum(x.fee_units for x in selected)
+            yield _row([*common, *refund_part, *tail])
     if bill_type == "SUCCESS":
-        out.append(",".join(SUMMARY_SUCCESS))
-        out.append(
-            _row([str(len(selected)), yuan(settle_total), fee_text(fee_total), yuan(settle_total)])
-        )
+        yield ",".join(SUMMARY_SUCCESS)
+        yield _row([str(count), yuan(settle_total), fee_text(fee_total), yuan(settle_total)])
     else:
-        out.append(",".join(SUMMARY_ALL))
-        out.append(
+        yield ",".join(SUMMARY_ALL)
+        yield (
             _row(
                 [
-                    str(len(selected)),
+                    str(count),
                     yuan(settle_total),
                     yuan(refund_total),
                     "0.00",
@@ -226,4 +231,3 @@ def render_bill(lines: list[BillLine], *, bill_type: str, tz: ZoneInfo) -> bytes
                 ]
             )
         )
-    return ("\r\n".join(out) + "\r\n").encode("utf-8")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
+import hmac
 import io
 import json
 import logging
@@ -20,7 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -41,6 +43,7 @@ from frontdesk.wechat.pay.events import (
     RefundSucceeded,
 )
 from frontdesk.wechat.pay.port import (
+    BillDownload,
     BillType,
     CodePayOrder,
     JsapiOrder,
@@ -60,6 +63,8 @@ log = logging.getLogger("frontdesk.wechat.pay")
 
 USER_AGENT = "frontdesk-wechatpay/1"
 MAX_BILL_BYTES = 256 * 1024 * 1024
+# Streamed to a file, a bill may be larger: 1M lines are ~330 MB uncompressed.
+MAX_STREAM_BILL_BYTES = 4 * 1024 * 1024 * 1024
 
 
 class PayConfigError(ValueError):
@@ -294,28 +299,7 @@ class HttpWeChatPay:
         verify: bool = True,
     ) -> httpx.Response:
         body = _dumps(payload) if payload is not None else b""
-        cfg = self.config
-        timestamp = self._timestamp()
-        headers = {
-            "Authorization": signing.authorization_header(
-                mchid=cfg.mchid,
-                serial_no=cfg.serial_no,
-                key=cfg.private_key,
-                method=method,
-                url=url,
-                body=body,
-                timestamp=timestamp,
-                nonce=signing.new_nonce(),
-            ),
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
-        if body:
-            headers["Content-Type"] = "application/json"
-        if cfg.platform_public_key_id:
-            # Public-key mode: always say which platform key we expect (spec §4.1).
-            headers["Wechatpay-Serial"] = cfg.platform_public_key_id
-        target = url if url.startswith(("http://", "https://")) else cfg.api_base + url
+        headers, target = self._signed(method, url, body)
         started = time.perf_counter()
         outcome = "error"
         status: int | None = None
@@ -340,19 +324,33 @@ class HttpWeChatPay:
                 await self._verify_response(operation, response)
             raise self._error(operation, response)
         finally:
-            log.info(
-                "wechatpay %s %s -> %s (%s)",
-                operation,
-                method,
-                status,
-                outcome,
-                extra={
-                    "operation": f"wechatpay.{operation}",
-                    "outcome": outcome,
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                },
-            )
+            _log_call(operation, method, status, outcome, started)
+
+    def _signed(self, method: str, url: str, body: bytes) -> tuple[dict[str, str], str]:
+        """The signed request headers and the absolute target of ``url``."""
+        cfg = self.config
+        timestamp = self._timestamp()
+        headers = {
+            "Authorization": signing.authorization_header(
+                mchid=cfg.mchid,
+                serial_no=cfg.serial_no,
+                key=cfg.private_key,
+                method=method,
+                url=url,
+                body=body,
+                timestamp=timestamp,
+                nonce=signing.new_nonce(),
+            ),
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        if body:
+            headers["Content-Type"] = "application/json"
+        if cfg.platform_public_key_id:
+            # Public-key mode: always say which platform key we expect (spec §4.1).
+            headers["Wechatpay-Serial"] = cfg.platform_public_key_id
+        target = url if url.startswith(("http://", "https://")) else cfg.api_base + url
+        return headers, target
 
     def _error(self, operation: str, response: httpx.Response) -> PayUnavailable | PayRejected:
         code, message = "", ""
@@ -682,6 +680,82 @@ class HttpWeChatPay:
         except UnicodeDecodeError as exc:
             raise PayUnavailable("billdownload: not UTF-8") from exc
 
+    async def stream_trade_bill(
+        self, bill_date: date, dest: BinaryIO, bill_type: BillType = BillType.ALL
+    ) -> BillDownload:
+        """Stream the day's bill (asked for gzipped) into ``dest`` uncompressed, chunk by
+        chunk, its SHA-1 checked over the uncompressed bytes; memory stays flat for any size.
+
+        Raises ``PayRejected`` (``no_statement``: not published yet or no trades) or
+        ``PayUnavailable`` (corrupt or truncated gzip, hash mismatch, too large, network)."""
+        response = await self._call(
+            "tradebill",
+            "GET",
+            "/v3/bill/tradebill",
+            query={
+                "bill_date": bill_date.isoformat(),
+                "bill_type": bill_type.value,
+                "tar_type": "GZIP",
+            },
+        )
+        info = self._json("tradebill", response)
+        url, expected = info.get("download_url"), info.get("hash_value")
+        if info.get("hash_type") != "SHA1" or not isinstance(expected, str):
+            raise PayUnavailable("tradebill: no SHA1 hash in the answer")
+        if not isinstance(url, str) or not self._same_origin(url):
+            raise PayRejected("bad_download_url", detail="download_url is not WeChat Pay's")
+        headers, target = self._signed("GET", url, b"")
+        started = time.perf_counter()
+        outcome, status = "error", None
+        digest = hashlib.sha1(usedforsecurity=False)
+        size = 0
+        try:
+            async with self._http.stream("GET", target, headers=headers) as download:
+                status = download.status_code
+                if not 200 <= status < 300:
+                    await download.aread()
+                    outcome = "refused"
+                    raise self._error("billdownload", download)
+                inflater: Any = None
+                first = True
+                async for chunk in download.aiter_raw():
+                    if first and chunk:
+                        first = False
+                        if chunk[:2] == b"\x1f\x8b":
+                            inflater = zlib.decompressobj(wbits=31)
+                    try:
+                        plain = inflater.decompress(chunk) if inflater is not None else chunk
+                    except zlib.error as exc:
+                        raise PayUnavailable("billdownload: corrupt gzip") from exc
+                    size += len(plain)
+                    if size > MAX_STREAM_BILL_BYTES:
+                        raise PayUnavailable("billdownload: bill too large")
+                    digest.update(plain)
+                    dest.write(plain)
+                if inflater is not None:
+                    try:
+                        rest = inflater.flush()
+                    except zlib.error as exc:
+                        raise PayUnavailable("billdownload: corrupt gzip") from exc
+                    if not inflater.eof:
+                        raise PayUnavailable("billdownload: truncated gzip")
+                    digest.update(rest)
+                    dest.write(rest)
+                    size += len(rest)
+            outcome = "ok"
+        except httpx.TimeoutException as exc:
+            outcome = "timeout"
+            raise PayUnavailable("billdownload: timed out") from exc
+        except httpx.HTTPError as exc:
+            outcome = "network"
+            raise PayUnavailable(f"billdownload: {type(exc).__name__}") from exc
+        finally:
+            _log_call("billdownload", "GET", status, outcome, started)
+        sha1 = digest.hexdigest()
+        if not hmac.compare_digest(sha1, expected.strip().lower()):
+            raise PayUnavailable("billdownload: SHA-1 does not match", vendor_code="HASH")
+        return BillDownload(sha1=sha1, size_bytes=size)
+
     def _same_origin(self, url: str) -> bool:
         ours, theirs = urlsplit(self.config.api_base), urlsplit(url)
         return (ours.scheme, ours.netloc) == (theirs.scheme, theirs.netloc)
@@ -740,6 +814,24 @@ class HttpWeChatPay:
             )
         except (ValueError, KeyError) as exc:
             raise NotificationRejected("malformed", str(exc)) from exc
+
+
+def _log_call(
+    operation: str, method: str, status: int | None, outcome: str, started: float
+) -> None:
+    log.info(
+        "wechatpay %s %s -> %s (%s)",
+        operation,
+        method,
+        status,
+        outcome,
+        extra={
+            "operation": f"wechatpay.{operation}",
+            "outcome": outcome,
+            "status": status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        },
+    )
 
 
 def _gunzip(raw: bytes) -> bytes:
@@ -858,6 +950,11 @@ class LazyWeChatPay:
 
     async def download_trade_bill(self, bill_date: date, bill_type: BillType = BillType.ALL) -> str:
         return await self.get().download_trade_bill(bill_date, bill_type)
+
+    async def stream_trade_bill(
+        self, bill_date: date, dest: BinaryIO, bill_type: BillType = BillType.ALL
+    ) -> BillDownload:
+        return await self.get().stream_trade_bill(bill_date, dest, bill_type)
 
     async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> PayEvent:
         return await self.get().parse_notification(headers, body)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from frontdesk.core.errors import DomainError, Unavailable
 from frontdesk.wechat.pay.events import PayEvent
@@ -152,6 +152,14 @@ class Refund:
     created_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class BillDownload:
+    """A bill streamed to a file: the SHA-1 (checked) and size of its uncompressed bytes."""
+
+    sha1: str
+    size_bytes: int
+
+
 class PayUnavailable(Unavailable):
     """Retry later (same merchant numbers) or query: the outcome is not known."""
 
@@ -229,6 +237,13 @@ class WeChatPay(Protocol):
 
     async def download_trade_bill(self, bill_date: date, bill_type: BillType = BillType.ALL) -> str:
         """The day's trade bill as raw CSV text, its SHA-1 checked; parsing is not done here."""
+        ...
+
+    async def stream_trade_bill(
+        self, bill_date: date, dest: BinaryIO, bill_type: BillType = BillType.ALL
+    ) -> BillDownload:
+        """Stream the day's bill, uncompressed and SHA-1 checked, into ``dest`` (for bills too
+        large to hold in memory). Not published yet: ``PayRejected("no_statement")``."""
         ...
 
     async def parse_notification(self, headers: Mapping[str, str], body: bytes) -> PayEvent:
