@@ -84,6 +84,9 @@ KIND_STAFF = "staff"  # a staff refund of money (reconciliation, console)
 
 # Local mirror of HIS orders.
 ORDER_UNPAID, ORDER_PAID, ORDER_REFUNDED = "unpaid", "paid", "refunded"
+# No longer unpaid in the HIS and not paid through us (withdrawn by the doctor, or paid
+# elsewhere before we heard of it): hidden from the pending list.
+ORDER_VOID = "void"
 ITEM_BILLED, ITEM_PAID, ITEM_REFUNDED = "billed", "paid", "refunded"
 
 
@@ -113,6 +116,8 @@ class BillingOrder(Base):
     execution_state: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
     executed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     refreshed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # When "payment due" was queued for it (once per order, however often it is refreshed).
+    due_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (Index("ix_billing_order_card_status", "card_no", "status"),)
 

@@ -285,6 +285,13 @@ class Settings(BaseSettings):
     # Report bodies fetched from the HIS at once when a trend needs many of them.
     reports_fetch_concurrency: int = Field(default=8, ge=1, le=32)
 
+    # --- payments (issue 8) --------------------------------------------------------------
+    # A started payment can be paid for this long; then the WeChat order is closed.
+    billing_payment_minutes: int = Field(default=15, ge=1, le=120)
+    # Settlement attempts in the HIS (with backoff) before asking it whether it settled and,
+    # if not, refunding the patient automatically.
+    billing_settle_attempts: int = Field(default=6, ge=1, le=50)
+
     @field_validator("reports_hold_hours")
     @classmethod
     def _hold_hours(cls, value: dict[str, int]) -> dict[str, int]:

@@ -29,6 +29,7 @@ JOB_MODULES: list[str] = [
     "frontdesk.reports.jobs",
     "frontdesk.catalog.jobs",
     "frontdesk.booking.jobs",
+    "frontdesk.billing.jobs",
 ]
 
 

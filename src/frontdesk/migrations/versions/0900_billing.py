@@ -76,6 +76,9 @@ def upgrade() -> None:
         sa.Column("execution_state", sa.String(length=16), nullable=False),
         sa.Column("executed_at", frontdesk.core.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("refreshed_at", frontdesk.core.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column(
+            "due_notified_at", frontdesk.core.models.UTCDateTime(timezone=True), nullable=True
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_billing_order")),
         sa.UniqueConstraint("his_order_id", name=op.f("uq_billing_order_his_order_id")),
     )
