@@ -300,6 +300,10 @@ async def pre_settle(
     """The HIS's pre-settlement of these orders of the card (the amount a payment charges)."""
     ids = _check_ids(order_ids, limit=MAX_ORDERS)
     mirror = {o.his_order_id: o for o in await repo.orders_by_his_ids(session, ids)}
+    if any(i not in mirror for i in ids):
+        # Not heard of yet (the event feed is behind): ask the HIS for the card's orders.
+        await refresh_orders(session, his=his, card_no=card_no, now=clock_now())
+        mirror = {o.his_order_id: o for o in await repo.orders_by_his_ids(session, ids)}
     for order_id in ids:
         row = mirror.get(order_id)
         if row is None or row.card_no != card_no:
