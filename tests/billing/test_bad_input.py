@@ -6,15 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from frontdesk.billing import errors
-from frontdesk.billing import models as bm
-from frontdesk.billing import service
-from frontdesk.core.clock import FrozenClock
-from frontdesk.sims.his_sim import models as hm
-from frontdesk.sims.his_sim import service as his_service
-from frontdesk.sims.his_sim.app import sim_state
-from frontdesk.wechat.pay.port import JsapiOrder
 from tests.billing.conftest import World
 from tests.billing.helpers import (
     count,
@@ -28,6 +19,14 @@ from tests.billing.helpers import (
     snapshot,
     start_payment,
 )
+
+from frontdesk.billing import errors, service
+from frontdesk.billing import models as bm
+from frontdesk.core.clock import FrozenClock
+from frontdesk.sims.his_sim import models as hm
+from frontdesk.sims.his_sim import service as his_service
+from frontdesk.sims.his_sim.app import sim_state
+from frontdesk.wechat.pay.port import JsapiOrder
 
 
 async def _settled(world: World, his_sim: Any, pay_sim: Any) -> tuple[int, list[str]]:
@@ -219,7 +218,7 @@ async def test_refunding_an_executed_item_is_refused(
     world: World, his_sim: Any, pay_sim: Any
 ) -> None:
     container = world.env.container
-    payment_id, ids = await _settled(world, his_sim, pay_sim)
+    _, ids = await _settled(world, his_sim, pay_sim)
     async with sim_state(his_sim).sessionmaker.begin() as s:
         await his_service.execute_order(s, ids[0])
     [item] = (await his_rows(his_sim, hm.order_item, order_id=ids[0]))[:1]

@@ -128,3 +128,16 @@ async def rows(container: Any, model: Any) -> list[Any]:
 
     async with container.db.session() as s:
         return list(await s.scalars(select(model).order_by(model.id)))
+
+
+async def test_messages_reach_the_phone(world: World, his_sim: Any, pay_sim: Any) -> None:
+    """payment received and refund made use the keywords of the hospital's templates."""
+    container = world.env.container
+    ids = [o.id for o in await his_unpaid(his_sim, world.mine.card_no)]
+    _, page = await start_payment(world.alice, ids)
+    await phone_pays(pay_sim, pay_params(page), world.alice_openid)
+    await drain(container)
+    await drain(container)
+    [message] = await templates(container, "payment_received")
+    assert message.state == "sent", message.last_error if hasattr(message, "last_error") else ""
+    assert any(t["touser"] == world.alice_openid for t in world.env.sim.sent_templates)

@@ -41,6 +41,7 @@ from frontdesk.billing.schemas import (
     VisitGroup,
 )
 from frontdesk.core import outbox
+from frontdesk.core.clock import get_clock
 from frontdesk.core.clock import now as clock_now
 from frontdesk.core.i18n import translate
 from frontdesk.core.ids import merchant_number
@@ -918,6 +919,10 @@ async def _tell_card(
         await queue_template(session, openid=openid, kind=kind, data=data, url=url, now=now)
 
 
+def _local_time(at: datetime) -> str:
+    return at.astimezone(get_clock().tz).strftime("%Y-%m-%d %H:%M")
+
+
 def _masked(card_no: str) -> str:
     return f"{card_no[:2]}****{card_no[-4:]}" if len(card_no) > 6 else card_no
 
@@ -972,7 +977,7 @@ async def _mark_settled(
         data={
             "thing1": row.description[:20],
             "amount2": format_fen(row.amount_fen),
-            "thing3": translate("billing_msg_card", card=_masked(row.card_no))[:20],
+            "time3": _local_time(row.paid_at or now),
         },
         url=f"{base_url.rstrip('/')}/h5/payments/{row.id}",
         now=now,
@@ -1506,9 +1511,10 @@ async def apply_refund(
             card_no=row.card_no,
             kind="refund_made",
             data={
-                "thing1": row.description[:20],
+                # The reason first: WeChat shows 20 characters of each keyword.
+                "thing1": translate(f"billing_reason_{refund.reason}")[:20],
                 "amount2": format_fen(refund.amount_fen),
-                "thing3": translate(f"billing_reason_{refund.reason}")[:20],
+                "time3": _local_time(observed.success_at or now),
             },
             url=f"{base_url.rstrip('/')}/h5/payments/{row.id}",
             now=now,
@@ -1585,9 +1591,9 @@ async def announce_due(
         card_no=row.card_no,
         kind="payment_due",
         data={
-            "thing1": row.title[:20],
+            "thing1": f"{row.title} {_masked(row.card_no)}"[:20],
             "amount2": format_fen(row.total_fen),
-            "thing3": translate("billing_msg_card", card=_masked(row.card_no))[:20],
+            "time3": _local_time(row.ordered_at),
         },
         url=f"{base_url.rstrip('/')}/h5/payments",
         now=now,
