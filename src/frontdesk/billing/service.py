@@ -356,6 +356,10 @@ async def create_payment(
     if channel == m.JSAPI and not openid:
         raise errors.ChannelInvalid("JSAPI needs the payer's openid")
     pre = await pre_settle(session, his=his, card_no=card_no, order_ids=order_ids)
+    for earlier in await repo.payments_of_orders(session, pre.order_ids):
+        if earlier.state == m.PAY_PAID and earlier.his_state == m.HIS_PENDING:
+            # Paid a moment ago and settling: a second payment would only be refunded.
+            raise errors.OrdersNotPayable("paid, settling")
     try:
         amount = check_fen(pre.self_pay_fen, allow_zero=False)
         check_fen(pre.total_fen)
