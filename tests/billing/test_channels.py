@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from tests.billing.conftest import World
+from tests.billing.helpers import drain, his_unpaid, payment_row, snapshot
 
 from frontdesk.billing import errors, service
 from frontdesk.billing import models as bm
 from frontdesk.core.clock import FrozenClock
 from frontdesk.sims.wechat_sim.pay_state import new_auth_code
-from tests.billing.conftest import World
-from tests.billing.helpers import drain, his_unpaid, payment_row, snapshot
 
 
 async def _orders(world: World, his_sim: Any) -> list[str]:
