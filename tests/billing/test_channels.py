@@ -182,3 +182,53 @@ async def test_his_settlement_read_and_visit_numbers(his_gateway: Any, his_sim: 
         self_pay_fen=pre.self_pay_fen,
     )
     assert await his_gateway.settlement("PVISITTEST0001") == done
+
+
+async def test_item_refund_the_his_already_made_goes_on_to_wechat(
+    world: World, his_sim: Any, pay_sim: Any, clock: FrozenClock
+) -> None:
+    from frontdesk.sims.his_sim import models as hm
+    from frontdesk.sims.his_sim import service as his_service
+    from frontdesk.sims.his_sim.app import sim_state
+    from tests.billing.helpers import his_rows
+
+    container = world.env.container
+    ids = await _orders(world, his_sim)
+    async with container.db.session() as s:
+        view, placed = await service.start_payment(
+            s,
+            his=container.services["his"],
+            pay=pay_sim.pay,
+            card_no=world.mine.card_no,
+            order_ids=ids,
+            channel="NATIVE",
+            actor="system:qr",
+            now=clock.now(),
+        )
+    await pay_sim.http.post(
+        "/sim/pay/native/confirm", json={"code_url": placed.code_url, "openid": "o1"}
+    )
+    await pay_sim.sim.deliver_due()
+    await drain(container)
+    [item, *_] = await his_rows(his_sim, hm.order_item, order_id=ids[0])
+    async with container.db.session() as s:
+        refund_id = await service.request_item_refund(
+            s,
+            his=container.services["his"],
+            card_no=world.mine.card_no,
+            item_ids=[item.id],
+            actor="cashier1",
+            now=clock.now(),
+        )
+        number = (await s.get(bm.BillingRefund, refund_id)).out_refund_no  # type: ignore[union-attr]
+    # The HIS refunds under our number before our call gets its answer through.
+    async with sim_state(his_sim).sessionmaker.begin() as hs:
+        await his_service.refund(
+            hs, card_no=world.mine.card_no, item_ids=[item.id], refund_ref=number, channel="wechat"
+        )
+    await drain(container)
+    async with container.db.session() as s:
+        refund = await s.get(bm.BillingRefund, refund_id)
+        assert refund is not None
+        assert (refund.his_state, refund.state) == ("refunded", "processing")
+    assert len(await his_rows(his_sim, hm.refund, refund_ref=number)) == 1

@@ -46,7 +46,8 @@ from frontdesk.core.clock import now as clock_now
 from frontdesk.core.i18n import translate
 from frontdesk.core.ids import merchant_number
 from frontdesk.core.money import MoneyError, check_fen, format_fen
-from frontdesk.his.port import HisGateway, HisRejected, HisUnavailable
+from frontdesk.his.port import HisGateway, HisRejected, HisUnavailable, SettlementChannel
+from frontdesk.his.port import Refund as HisRefund
 from frontdesk.wechat.oa.templates import queue_template
 from frontdesk.wechat.pay import events as pay_events
 from frontdesk.wechat.pay.port import (
@@ -1266,6 +1267,18 @@ async def confirm_his_refund(
     except HisUnavailable:
         return "retry"
     except HisRejected as exc:
+        if exc.code == "refund_ref_used":
+            # The HIS already refunded under our number (its answer was lost): go on.
+            done = HisRefund(
+                refund_id="",
+                refund_ref=refund.out_refund_no,
+                card_no=row.card_no,
+                item_ids=tuple(refund.item_ids),
+                amount_fen=refund.amount_fen,
+                channel=SettlementChannel.wechat,
+                refunded_at=now,
+            )
+            return await _his_refunded(session, refund, row, done, now)
         if await repo.move_refund(
             session,
             refund.id,
@@ -1293,6 +1306,16 @@ async def confirm_his_refund(
                 detail={"his_code": exc.code},
             )
         return m.HIS_FAILED
+    return await _his_refunded(session, refund, row, done, now)
+
+
+async def _his_refunded(
+    session: AsyncSession,
+    refund: m.BillingRefund,
+    row: m.BillingPayment,
+    done: HisRefund,
+    now: datetime,
+) -> str:
     if done.amount_fen != refund.amount_fen:
         # The HIS decides what the items were worth: give back exactly that.
         delta = refund.amount_fen - done.amount_fen
