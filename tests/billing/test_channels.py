@@ -187,10 +187,11 @@ async def test_his_settlement_read_and_visit_numbers(his_gateway: Any, his_sim: 
 async def test_item_refund_the_his_already_made_goes_on_to_wechat(
     world: World, his_sim: Any, pay_sim: Any, clock: FrozenClock
 ) -> None:
+    from tests.billing.helpers import his_rows
+
     from frontdesk.sims.his_sim import models as hm
     from frontdesk.sims.his_sim import service as his_service
     from frontdesk.sims.his_sim.app import sim_state
-    from tests.billing.helpers import his_rows
 
     container = world.env.container
     ids = await _orders(world, his_sim)
@@ -220,7 +221,7 @@ async def test_item_refund_the_his_already_made_goes_on_to_wechat(
             actor="cashier1",
             now=clock.now(),
         )
-        number = (await s.get(bm.BillingRefund, refund_id)).out_refund_no  # type: ignore[union-attr]
+        number = (await s.get(bm.BillingRefund, refund_id)).out_refund_no
     # The HIS refunds under our number before our call gets its answer through.
     async with sim_state(his_sim).sessionmaker.begin() as hs:
         await his_service.refund(
