@@ -196,7 +196,7 @@ async def test_item_refund_the_his_already_made_goes_on_to_wechat(
     container = world.env.container
     ids = await _orders(world, his_sim)
     async with container.db.session() as s:
-        view, placed = await service.start_payment(
+        _, placed = await service.start_payment(
             s,
             his=container.services["his"],
             pay=pay_sim.pay,
