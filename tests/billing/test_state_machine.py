@@ -167,6 +167,13 @@ class PaymentMachine(RuleBasedStateMachine):
         )
 
     @rule(calls=st.integers(1, 3))
+    def his_times_out(self, calls: int) -> None:
+        # The HIS holds the settlement past the adapter's deadline (1 s): a timeout.
+        sim_state(self.his_sim).faults = Faults(
+            mode="timeout", timeout_seconds=1.5, count=calls, path_contains="/settlements"
+        )
+
+    @rule(calls=st.integers(1, 3))
     def wechat_systemerror(self, calls: int) -> None:
         self.rig.sim.faults.api_500 = calls
 
@@ -407,7 +414,7 @@ def test_payment_state_machine(database_url: str, pay_keys: Any, tmp_path: Path)
             base_url="http://his-sim",
             key_id="sm-key",
             secret="s" * 32,
-            timeout_seconds=2.0,
+            timeout_seconds=1.0,
             backoff_seconds=0.0,
             client=http,
         )
