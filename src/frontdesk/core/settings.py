@@ -311,6 +311,12 @@ class Settings(BaseSettings):
         except ScheduleError as exc:
             raise ValueError(str(exc)) from exc
         return value
+    # --- payments (issue 8) --------------------------------------------------------------
+    # A started payment can be paid for this long; then the WeChat order is closed.
+    billing_payment_minutes: int = Field(default=15, ge=1, le=120)
+    # Settlement attempts in the HIS (with backoff) before asking it whether it settled and,
+    # if not, refunding the patient automatically.
+    billing_settle_attempts: int = Field(default=6, ge=1, le=50)
 
     @field_validator("reports_hold_hours")
     @classmethod

@@ -30,6 +30,7 @@ JOB_MODULES: list[str] = [
     "frontdesk.catalog.jobs",
     "frontdesk.booking.jobs",
     "frontdesk.reconciliation.jobs",
+    "frontdesk.billing.jobs",
 ]
 
 

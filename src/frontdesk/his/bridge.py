@@ -304,6 +304,17 @@ class HttpHisGateway:
         )
         return result
 
+    async def settlement(self, payment_ref: str) -> Settlement | None:
+        try:
+            result: Settlement = await self._call(
+                "settlement", path_params={"payment_ref": payment_ref}
+            )
+        except HisRejected as exc:
+            if exc.code == "not_found":
+                return None
+            raise
+        return result
+
     async def refundable_items(self, *, card_no: str) -> list[RefundableItem]:
         return list((await self._call("refundable_items", query={"card_no": card_no})).items)
 

@@ -249,6 +249,9 @@ class Order:
     total_fen: int
     status: OrderStatus
     items: tuple[OrderItem, ...]
+    # The HIS visit (就诊) the order was written in; orders of one visit are paid together.
+    # "" when the HIS has no visit number for it.
+    visit_no: str = ""
 
 
 @dataclass(frozen=True)
@@ -473,6 +476,12 @@ class HisGateway(Protocol):
         ``self_pay_fen`` is what the patient paid; the HIS refuses with ``amount_mismatch``
         if its pre-settlement differs, and with ``order_not_unpaid`` if an order was already
         paid (e.g. at the window)."""
+        ...
+
+    async def settlement(self, payment_ref: str) -> Settlement | None:
+        """The settlement made against ``payment_ref`` (any time, any channel), or None if
+        the HIS never settled it: after failed or unknown ``settle`` calls, the way to ask
+        "did you settle this?" before returning the money."""
         ...
 
     async def refundable_items(self, *, card_no: str) -> list[RefundableItem]: ...

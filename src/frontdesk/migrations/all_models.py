@@ -4,6 +4,7 @@ Add one line here when a domain gains a ``models.py``.
 """
 
 from frontdesk.accounts import models as accounts_models  # noqa: F401
+from frontdesk.billing import models as billing_models  # noqa: F401
 from frontdesk.booking import models as booking_models  # noqa: F401
 from frontdesk.catalog import models as catalog_models  # noqa: F401
 from frontdesk.console import models as console_models  # noqa: F401

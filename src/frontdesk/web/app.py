@@ -83,6 +83,7 @@ def create_app(
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
     from frontdesk.accounts import routes as accounts_routes
+    from frontdesk.billing import routes as billing_routes
     from frontdesk.booking import console_routes as booking_console_routes
     from frontdesk.booking import routes as booking_routes
     from frontdesk.console import messaging as messaging_console
@@ -112,4 +113,5 @@ def _domain_routers() -> list[Any]:
         wechat_console.router,
         reports_routes.router,
         console_reconciliation_router,
+        billing_routes.router,
     ]

@@ -327,6 +327,7 @@ async def _write(
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 _ID = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 _CARD = Annotated[str, Query(pattern=r"^[0-9A-Za-z]{4,20}$")]
+_REF = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{6,64}$")]
 
 
 def bridge_router() -> APIRouter:
@@ -548,6 +549,15 @@ def bridge_router() -> APIRouter:
     async def day_settlements(request: Request, on_date: date) -> Any:
         return {"items": await _read(request, lambda s: service.day_settlements(s, on_date))}
 
+    @r.get(
+        "/settlements/{payment_ref}",
+        response_model=Settlement,
+        responses=errors,
+        operation_id="settlement",
+    )
+    async def settlement(request: Request, payment_ref: _REF) -> Any:
+        return await _read(request, lambda s: service.settlement_by_ref(s, payment_ref))
+
     @r.get("/events", response_model=EventPage, responses=errors, operation_id="events")
     async def events(
         request: Request,
@@ -583,6 +593,8 @@ class NewOrder(_OpBody):
     ordering_department: str = "肝病科"
     executing_department: str = "门诊西药房"
     doctor_name: str = "值班医生"
+    # The visit (就诊) the order belongs to; empty: the card's latest visit today, or a new one.
+    visit_no: str = Field(default="", max_length=32, pattern=r"^[A-Za-z0-9_-]*$")
     items: list[NewItem] = Field(min_length=1, max_length=50)
 
 
@@ -652,6 +664,7 @@ def operator_router() -> APIRouter:
                 executing_department=body.executing_department,
                 doctor_name=body.doctor_name,
                 items=[i.model_dump() for i in body.items],
+                visit_no=body.visit_no,
             ),
         )
 
@@ -852,7 +865,19 @@ async def _ensure_schema(engine: AsyncEngine) -> bool:
             )
         )
         await conn.run_sync(m.metadata.create_all)
+        await conn.run_sync(_add_missing_columns)
     return empty
+
+
+def _add_missing_columns(conn: Any) -> None:
+    """Columns added to the demo HIS after its first release, for databases made before."""
+    schema = PG_SCHEMA if conn.dialect.name == "postgresql" else None
+    have = {c["name"] for c in inspect(conn).get_columns("his_order", schema=schema)}
+    if "visit_no" not in have:
+        table = f'"{PG_SCHEMA}".his_order' if schema else "his_order"
+        conn.execute(
+            text(f"ALTER TABLE {table} ADD COLUMN visit_no VARCHAR(32) NOT NULL DEFAULT ''")
+        )
 
 
 def create_his_sim_app(

@@ -124,6 +124,9 @@ order = Table(
     Column("settlement_id", String(32), nullable=True),
     Column("execution", String(16), nullable=False),
     Column("executed_at", UTCDateTime(), nullable=True),
+    # The visit (就诊) the order was written in (added later: a demo database made before it
+    # gains the column on start, with "" for its old orders).
+    Column("visit_no", String(32), nullable=False, server_default=""),
 )
 
 order_item = Table(

@@ -526,7 +526,7 @@ async def seed(
                         )
                         slots += 1
         counts["schedules"], counts["slots"] = schedules, slots
-        report_seq = order_seq = item_seq = settle_seq = 1
+        report_seq = order_seq = item_seq = settle_seq = visit_seq = 1
         for pid in range(1, spec.patients + 1):
             born = date(1950, 1, 1) + timedelta(days=rng.randrange(0, 60 * 365))
             await writer.add(
@@ -553,8 +553,19 @@ async def seed(
             ):
                 await writer.add(m.report, row)
             report_seq += spec.reports_per_card
+            today_visit = ""
             for n in range(spec.paid_orders_per_card + spec.unpaid_orders_per_card):
                 paid = n < spec.paid_orders_per_card
+                # Visits (就诊): each paid order was its own earlier visit; today's unpaid
+                # orders share one visit on even cards and have one visit each on odd cards,
+                # so the pages show both shapes. No random draw: the rest stays as it was.
+                if paid or pid % 2 == 1 or not today_visit:
+                    visit_no = f"V{visit_seq:09d}"
+                    visit_seq += 1
+                    if not paid:
+                        today_visit = visit_no
+                else:
+                    visit_no = today_visit
                 doc = doctors[rng.randrange(len(doctors))]
                 created = _local(
                     today - timedelta(days=rng.randrange(1, 60) if paid else 0),
@@ -623,6 +634,7 @@ async def seed(
                         "settlement_id": settlement_id,
                         "execution": "pending",
                         "executed_at": None,
+                        "visit_no": visit_no,
                     },
                 )
                 for row in item_rows:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, select, text, update
@@ -354,6 +354,7 @@ def _order_dict(o: Any, items: list[Any]) -> dict[str, Any]:
         "doctor_name": o.doctor_name,
         "created_at": _iso(o.created_at),
         "status": o.status,
+        "visit_no": o.visit_no or "",
         "total_fen": sum(i.quantity * i.unit_price_fen for i in items),
         "items": [
             {
@@ -497,6 +498,15 @@ async def settle(
     row = (
         await session.execute(select(m.settlement).where(m.settlement.c.id == settlement_id))
     ).one()
+    return _settlement_dict(row)
+
+
+async def settlement_by_ref(session: AsyncSession, payment_ref: str) -> dict[str, Any]:
+    row = (
+        await session.execute(select(m.settlement).where(m.settlement.c.payment_ref == payment_ref))
+    ).one_or_none()
+    if row is None:
+        raise SimRejected("not_found", "no settlement for this payment reference", 404)
     return _settlement_dict(row)
 
 
@@ -777,9 +787,25 @@ async def write_order(
     executing_department: str,
     doctor_name: str,
     items: list[dict[str, Any]],
+    visit_no: str = "",
 ) -> dict[str, Any]:
     await _card(session, card_no)
     order_id = _new_id("O")
+    if not visit_no:
+        # The doctor writes into the card's visit of today if it has one, else a new visit.
+        today_start = datetime.combine(clock_now().astimezone(TZ).date(), time(0), tzinfo=TZ)
+        visit_no = (
+            await session.execute(
+                select(m.order.c.visit_no)
+                .where(
+                    m.order.c.card_no == card_no,
+                    m.order.c.created_at >= today_start,
+                    m.order.c.visit_no != "",
+                )
+                .order_by(m.order.c.created_at.desc(), m.order.c.id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none() or _new_id("V")
     await session.execute(
         m.order.insert().values(
             id=order_id,
@@ -794,6 +820,7 @@ async def write_order(
             settlement_id=None,
             execution="pending",
             executed_at=None,
+            visit_no=visit_no,
         )
     )
     for item in items:
