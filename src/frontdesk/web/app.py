@@ -83,6 +83,8 @@ def create_app(
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
     from frontdesk.accounts import routes as accounts_routes
+    from frontdesk.billing import cashier_routes as billing_cashier_routes
+    from frontdesk.billing import paper_routes as billing_paper_routes
     from frontdesk.billing import routes as billing_routes
     from frontdesk.booking import console_routes as booking_console_routes
     from frontdesk.booking import routes as booking_routes
@@ -112,4 +114,6 @@ def _domain_routers() -> list[Any]:
         wechat_console.router,
         reports_routes.router,
         billing_routes.router,
+        billing_cashier_routes.router,
+        billing_paper_routes.router,
     ]
