@@ -222,3 +222,257 @@ async def test_refunds_to_the_original_route_by_amount_and_by_items_once_per_req
     assert await count(container, bm.BillingRefund) == 2
     assert (await payment_row(container, row.id)).refunded_fen == row.refunded_fen
     assert await requests_count(container) == 3  # pay-1, ref-1, ref-2
+
+
+# --------------------------------------------------------------------------- bad input
+
+STRANGER = "stranger"  # stands for the other card's orders (filled in by the test)
+
+
+def _bad_payments(good: dict[str, Any], stranger_ids: list[str]) -> list[tuple[str, Any, int, str]]:
+    """(name, body, status, code) of pay requests that are signed correctly but refused."""
+    fen = good["self_pay_fen"]
+    return [
+        ("unknown order", {**good, "order_ids": ["O999999999"]}, 404, "billing_order_not_found"),
+        (
+            "other card's orders",
+            {**good, "order_ids": stranger_ids},
+            404,
+            "billing_order_not_found",
+        ),
+        (
+            "mixed with another card's",
+            {**good, "order_ids": [*good["order_ids"], *stranger_ids]},
+            404,
+            "billing_order_not_found",
+        ),
+        ("malformed order id", {**good, "order_ids": ["../x"]}, 422, "billing_selection_invalid"),
+        (
+            "repeated order id",
+            {**good, "order_ids": good["order_ids"] * 2},
+            422,
+            "billing_selection_invalid",
+        ),
+        ("no orders", {**good, "order_ids": []}, 422, "invalid_request"),
+        ("yuan as text", {**good, "self_pay_fen": f"{fen / 100:.2f}"}, 422, "invalid_request"),
+        ("yuan as a number", {**good, "self_pay_fen": fen / 100}, 422, "invalid_request"),
+        ("fen as a float", {**good, "self_pay_fen": float(fen)}, 422, "invalid_request"),
+        ("a boolean", {**good, "self_pay_fen": True}, 422, "invalid_request"),
+        ("negative", {**good, "self_pay_fen": -fen}, 422, "billing_amount_invalid"),
+        ("zero", {**good, "self_pay_fen": 0}, 422, "billing_amount_invalid"),
+        ("overflowing", {**good, "self_pay_fen": 10**20}, 422, "billing_amount_invalid"),
+        ("one fen off", {**good, "self_pay_fen": fen + 1}, 409, "billing_amount_mismatch"),
+        (
+            "amount in yuan units",
+            {**good, "self_pay_fen": fen // 100},
+            409,
+            "billing_amount_mismatch",
+        ),
+        (
+            "bad payment code",
+            {**good, "auth_code": "99" + good["auth_code"][2:]},
+            422,
+            "billing_auth_code_invalid",
+        ),
+        ("short payment code", {**good, "auth_code": "1300"}, 422, "billing_auth_code_invalid"),
+        ("missing card", {k: v for k, v in good.items() if k != "card_no"}, 422, "invalid_request"),
+        ("unknown card", {**good, "card_no": "6199999999"}, 404, "billing_order_not_found"),
+        ("short request id", {**good, "request_id": "x"}, 422, "billing_selection_invalid"),
+    ]
+
+
+async def test_refused_pay_requests_change_nothing(
+    world: World, station: HisCaller, his_sim: Any, pay_sim: Any, clock: FrozenClock
+) -> None:
+    container = world.env.container
+    card_no = world.mine.card_no
+    ids = await _order_ids(his_sim, card_no)
+    stranger_ids = await _order_ids(his_sim, world.stranger.card_no)
+    assert stranger_ids
+    pre = await _pre(world, card_no, ids)
+    good = {
+        "request_id": "W-good-0001",
+        "card_no": card_no,
+        "order_ids": ids,
+        "auth_code": new_auth_code(),
+        "self_pay_fen": pre.self_pay_fen,
+    }
+    before = await snapshot(container)
+    his_before = [o.id for o in await his_unpaid(his_sim, card_no)]
+    body = _json(good)
+
+    signed_refusals: list[tuple[str, dict[str, str], bytes, int, str]] = [
+        ("no signature", {"Content-Type": "application/json"}, body, 401, "signature_missing"),
+        (
+            "wrong secret",
+            station.headers("POST", PAY, body, secret="not-the-secret"),
+            body,
+            401,
+            "signature_invalid",
+        ),
+        (
+            "unknown key id",
+            station.headers("POST", PAY, body, key_id="someone-else"),
+            body,
+            401,
+            "unknown_key",
+        ),
+        (
+            "stale",
+            station.headers("POST", PAY, body, skew_seconds=-301),
+            body,
+            401,
+            "timestamp_out_of_window",
+        ),
+        (
+            "from the future",
+            station.headers("POST", PAY, body, skew_seconds=301),
+            body,
+            401,
+            "timestamp_out_of_window",
+        ),
+        (
+            "altered body",
+            station.headers("POST", PAY, body),
+            _json({**good, "self_pay_fen": 1}),
+            401,
+            "signature_invalid",
+        ),
+        (
+            "signed for another path",
+            station.headers("POST", REFUND, body),
+            body,
+            401,
+            "signature_invalid",
+        ),
+        (
+            "malformed nonce",
+            station.headers("POST", PAY, body, nonce="short"),
+            body,
+            401,
+            "signature_invalid",
+        ),
+        (
+            "not JSON",
+            station.headers("POST", PAY, b"{not json"),
+            b"{not json",
+            400,
+            "malformed_json",
+        ),
+    ]
+    for name, headers, sent, status, code in signed_refusals:
+        answer = await station.http.post(PAY, content=sent, headers=headers)
+        assert (answer.status_code, answer.json()["code"]) == (status, code), name
+        assert set(answer.json()) == {"code", "message", "retryable"}, name
+    for name, bad, status, code in _bad_payments(good, stranger_ids):
+        answer = await station.post(PAY, bad)
+        assert (answer.status_code, answer.json().get("code")) == (status, code), (
+            name,
+            answer.text,
+        )
+
+    # Nothing changed: no payment, event, job, request, WeChat order or HIS change.
+    assert await snapshot(container) == before
+    assert await requests_count(container) == 0
+    assert pay_sim.sim.orders == {}
+    assert [o.id for o in await his_unpaid(his_sim, card_no)] == his_before
+
+    # A correctly signed request replayed (same nonce) is refused, even a successful one.
+    headers = station.headers("POST", PAY, body)
+    first = await station.http.post(PAY, content=body, headers=headers)
+    assert first.status_code == 200
+    replay = await station.http.post(PAY, content=body, headers=headers)
+    assert (replay.status_code, replay.json()["code"]) == (401, "nonce_reused")
+    assert await count(container, bm.BillingPayment) == 1
+    assert len(pay_sim.sim.orders) == 1
+
+
+def _json(payload: Any) -> bytes:
+    import json
+
+    return json.dumps(payload, ensure_ascii=False).encode()
+
+
+async def test_refused_refund_requests_change_nothing(
+    world: World, station: HisCaller, his_sim: Any, pay_sim: Any
+) -> None:
+    container = world.env.container
+    card_no = world.mine.card_no
+    ids = await _order_ids(his_sim, card_no)
+    pre = await _pre(world, card_no, ids)
+    paid = await station.post(
+        PAY,
+        {
+            "request_id": "W-pay-refunds",
+            "card_no": card_no,
+            "order_ids": ids,
+            "auth_code": new_auth_code(),
+            "self_pay_fen": pre.self_pay_fen,
+        },
+    )
+    out_trade_no = paid.json()["payment"]["out_trade_no"]
+    await drain(container)
+    item = (await his_rows(his_sim, hm.order_item, order_id=ids[0]))[0].id
+    good = {
+        "request_id": "W-ref-bad",
+        "card_no": card_no,
+        "out_trade_no": out_trade_no,
+        "amount_fen": 100,
+        "reason": "患者多缴",
+    }
+    before = await snapshot(container)
+    requests_before = await requests_count(container)
+    fen = pre.self_pay_fen
+    cases: list[tuple[str, Any, int, str]] = [
+        (
+            "another card",
+            {**good, "card_no": world.stranger.card_no},
+            404,
+            "billing_payment_not_found",
+        ),
+        (
+            "the other bound card",
+            {**good, "card_no": world.family.card_no},
+            404,
+            "billing_payment_not_found",
+        ),
+        (
+            "unknown payment",
+            {**good, "out_trade_no": "P20261127000000000XXXXXXXXXX"},
+            404,
+            "billing_payment_not_found",
+        ),
+        ("amount and items", {**good, "item_ids": [item]}, 422, "billing_refund_target_invalid"),
+        (
+            "neither",
+            {k: v for k, v in good.items() if k != "amount_fen"},
+            422,
+            "billing_refund_target_invalid",
+        ),
+        ("yuan as text", {**good, "amount_fen": "1.00"}, 422, "invalid_request"),
+        ("yuan as a number", {**good, "amount_fen": 1.5}, 422, "invalid_request"),
+        ("negative", {**good, "amount_fen": -100}, 422, "billing_amount_invalid"),
+        ("zero", {**good, "amount_fen": 0}, 422, "billing_amount_invalid"),
+        ("overflowing", {**good, "amount_fen": 2**63}, 422, "billing_amount_invalid"),
+        ("more than paid", {**good, "amount_fen": fen + 1}, 409, "billing_refund_exceeds_payment"),
+        ("no reason", {k: v for k, v in good.items() if k != "reason"}, 422, "invalid_request"),
+        ("blank reason", {**good, "reason": "   "}, 422, "billing_reason_required"),
+        (
+            "unknown item",
+            {**{k: v for k, v in good.items() if k != "amount_fen"}, "item_ids": ["I999999999"]},
+            409,
+            "billing_items_not_refundable",
+        ),
+    ]
+    for name, bad, status, code in cases:
+        answer = await station.post(REFUND, bad)
+        assert (answer.status_code, answer.json().get("code")) == (status, code), (
+            name,
+            answer.text,
+        )
+    stale = await station.post(REFUND, good, skew_seconds=-400)
+    assert stale.json()["code"] == "timestamp_out_of_window"
+    assert await snapshot(container) == before
+    assert await requests_count(container) == requests_before
+    assert pay_sim.sim.refunds == {}
+    assert await his_rows(his_sim, hm.refund) == []
