@@ -12,7 +12,7 @@ back to the payment it came from.
 Cashier requests are idempotent on the station's ``request_id``: a repeat with the same
 body answers from the payment or refund the first made (its state now); another body is
 refused (``RequestIdReused``). The inbound signature (the bridge's scheme, mirrored) is
-checked by ``check_inbound`` before anything is read.
+checked by ``web/his_inbound.py`` before anything is read; its nonces are kept here.
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from frontdesk.billing import errors, service
 from frontdesk.billing import models as m
 from frontdesk.billing import repository as repo
-from frontdesk.billing.schemas import OrderView, PaymentView, RefundView
+from frontdesk.billing.schemas import OrderView, PaymentDetail, PaymentView, RefundView
 from frontdesk.core.money import MoneyError, check_fen
 from frontdesk.core.sql import insert_ignoring_conflict
-from frontdesk.his import signing
 from frontdesk.his.port import HisGateway
 from frontdesk.wechat.pay.port import WeChatPay
 
@@ -45,50 +44,30 @@ AUTH_CODE = re.compile(r"^1[0-5]\d{16}$")  # WeChat's payment code (付款码): 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{6,64}$")
 CARD_NO = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 REASON_WINDOW = "window"  # billing_reason_window: refunded at the window
-NONCE_KEEP = timedelta(seconds=2 * signing.WINDOW_SECONDS)
+NONCE_KEEP = timedelta(seconds=600)  # twice the signing window of docs/his-bridge.md
 
 
-# --------------------------------------------------------------------------- inbound signing
+# --------------------------------------------------------------------------- inbound nonces
 
 
-async def check_inbound(
-    session: AsyncSession,
-    *,
-    keys: Mapping[str, str],
-    headers: Mapping[str, str],
-    method: str,
-    path: str,
-    query: str,
-    body: bytes,
-    now: datetime,
-) -> str:
-    """Verify a call the HIS made to us exactly as the HIS verifies ours (docs/his-bridge.md
-    section 2): the four headers, the key id, the 300-second window, the HMAC of method,
-    path, query, timestamp, nonce and body hash; then the nonce is recorded and a nonce
-    seen before is refused. Returns the key id; raises ``signing.SignatureError``."""
-    key_id, nonce = signing.verify(
-        keys=keys,
-        headers=headers,
-        method=method,
-        path=path,
-        query=query,
-        body=body,
-        unix_time=int(now.timestamp()),
-    )
+async def record_inbound_nonce(
+    session: AsyncSession, *, key_id: str, nonce: str, now: datetime
+) -> bool:
+    """Record the nonce of a correctly signed call the HIS made to us (the bridge's scheme,
+    checked by ``web/his_inbound.py``); False if it was seen before (a replay). Nonces
+    older than twice the 300-second window are dropped: they can never pass again."""
     stmt = insert_ignoring_conflict(
         session,
         m.BillingInboundNonce.__table__,
         {"key_id": key_id, "nonce": nonce, "seen_at": now},
         conflict_columns=["key_id", "nonce"],
     )
-    fresh = (await session.execute(stmt)).rowcount  # type: ignore[attr-defined]
-    if not fresh:
-        raise signing.SignatureError("nonce_reused", "this nonce was already used")
-    # A nonce older than twice the window can never be replayed successfully.
-    await session.execute(
-        delete(m.BillingInboundNonce).where(m.BillingInboundNonce.seen_at < now - NONCE_KEEP)
-    )
-    return key_id
+    fresh = bool((await session.execute(stmt)).rowcount)  # type: ignore[attr-defined]
+    if fresh:
+        await session.execute(
+            delete(m.BillingInboundNonce).where(m.BillingInboundNonce.seen_at < now - NONCE_KEEP)
+        )
+    return fresh
 
 
 # --------------------------------------------------------------------------- requests
@@ -168,6 +147,14 @@ async def payment_of_card(session: AsyncSession, *, card_no: str, out_trade_no: 
     if row is None or row.card_no != card_no:
         raise errors.PaymentNotFound
     return await _payment_view(session, row.id)
+
+
+async def staff_payment_detail(session: AsyncSession, *, payment_id: int) -> PaymentDetail:
+    """Any payment with its orders and refunds (console: finance and cashiers)."""
+    row = await repo.payment(session, payment_id)
+    if row is None:
+        raise errors.PaymentNotFound
+    return await service.payment_detail(session, card_nos=[row.card_no], payment_id=payment_id)
 
 
 def check_auth_code(auth_code: str) -> str:

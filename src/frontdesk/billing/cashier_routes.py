@@ -1,11 +1,12 @@
 """The front server's API for the HIS (docs/cashier-api.md): the cashier station's
 payment-code payments and refunds, and the per-visit QR code for a paper order sheet.
 
-The HIS signs these calls exactly as we sign ours to it (``his/signing.py``, the bridge's
-key id and secret): the signature is checked on the raw body before it is parsed, and the
-nonce is recorded in its own committed step, so a replay is refused even when the first
-call failed. Refusals use the bridge's envelope ``{"code", "message", "retryable"}``; a
-refused request changes nothing (its work runs in a savepoint that is rolled back).
+The HIS signs these calls exactly as we sign ours to it (``web/his_inbound.py``: the
+bridge's scheme, key id and secret): the signature is checked on the raw body before it is
+parsed, and the nonce is recorded in its own committed step, so a replay is refused even
+when the first call failed. Refusals use the bridge's envelope
+``{"code", "message", "retryable"}``; a refused request changes nothing (its work runs in
+a savepoint that is rolled back).
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from frontdesk.billing.errors import PaymentNotFound
 from frontdesk.billing.schemas import PaymentView, RefundView
 from frontdesk.core.clock import now as clock_now
 from frontdesk.core.errors import DomainError, Unavailable
-from frontdesk.his import signing
 from frontdesk.web.deps import ContainerDep, SessionDep
+from frontdesk.web.his_inbound import envelope, signed_body
 
 PREFIX = "/front/v1"
-MAX_BODY = 64 * 1024
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -61,14 +61,6 @@ class RefundRequest(_Strict):
 class PaperQrRequest(_Strict):
     card_no: Annotated[str, StringConstraints(min_length=1, max_length=32)]
     visit_no: Id
-
-
-def envelope(status: int, code: str, message: str, *, retryable: bool = False) -> JSONResponse:
-    return JSONResponse(
-        {"code": code, "message": message, "retryable": retryable},
-        status_code=status,
-        headers={"Cache-Control": "no-store"},
-    )
 
 
 def _refusal(exc: DomainError) -> JSONResponse:
@@ -114,37 +106,6 @@ def refund_json(r: RefundView, out_trade_no: str) -> dict[str, Any]:
     }
 
 
-async def _signed_body(request: Request) -> bytes | JSONResponse:
-    """The raw body of a correctly signed, fresh request, or the refusal."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        return envelope(413, "body_too_large", f"bodies are limited to {MAX_BODY} bytes")
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        return envelope(413, "body_too_large", f"bodies are limited to {MAX_BODY} bytes")
-    settings = request.app.state.settings
-    keys = {settings.his_key_id: settings.his_secret.get_secret_value()}
-    raw = request.scope.get("raw_path")
-    path = raw.decode("latin-1") if raw else request.url.path
-    try:
-        # Its own committed step: the nonce stays used even if the operation then fails.
-        async with request.app.state.session_provider() as session:
-            key_id = await cashier.check_inbound(
-                session,
-                keys=keys,
-                headers=request.headers,
-                method=request.method,
-                path=path,
-                query=request.scope.get("query_string", b"").decode("latin-1"),
-                body=body,
-                now=clock_now(),
-            )
-    except signing.SignatureError as exc:
-        return envelope(401, exc.code, exc.message)
-    request.state.his_key_id = key_id
-    return body
-
-
 def _parse(model: type[_M], body: bytes) -> _M | JSONResponse:
     try:
         data = json.loads(body)
@@ -173,7 +134,7 @@ def _services(container: Any) -> tuple[Any, Any] | JSONResponse:
 @router.post("/cashier/payments")
 async def cashier_pay(request: Request, session: SessionDep, container: ContainerDep) -> Response:
     """Charge the patient's payment code for HIS orders (amount = the HIS pre-settlement)."""
-    body = await _signed_body(request)
+    body = await signed_body(request)
     if isinstance(body, JSONResponse):
         return body
     req = _parse(PayRequest, body)
@@ -221,7 +182,7 @@ async def cashier_payment(
     out_trade_no: str, request: Request, session: SessionDep, card_no: str = ""
 ) -> Response:
     """A payment of the card (``?card_no=``) as it is now: paid, settled, refunded."""
-    body = await _signed_body(request)
+    body = await signed_body(request)
     if isinstance(body, JSONResponse):
         return body
     try:
@@ -238,7 +199,7 @@ async def cashier_refund(
     request: Request, session: SessionDep, container: ContainerDep
 ) -> Response:
     """Refund a payment to its original route: items (the HIS confirms) or an amount."""
-    body = await _signed_body(request)
+    body = await signed_body(request)
     if isinstance(body, JSONResponse):
         return body
     req = _parse(RefundRequest, body)
@@ -273,7 +234,7 @@ async def cashier_refund(
 @router.post("/paper-qr")
 async def paper_qr(request: Request, session: SessionDep, container: ContainerDep) -> Response:
     """The QR code for a visit's pending orders, to print on the order sheet."""
-    body = await _signed_body(request)
+    body = await signed_body(request)
     if isinstance(body, JSONResponse):
         return body
     req = _parse(PaperQrRequest, body)

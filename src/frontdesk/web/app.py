@@ -88,6 +88,8 @@ def _domain_routers() -> list[Any]:
     from frontdesk.billing import routes as billing_routes
     from frontdesk.booking import console_routes as booking_console_routes
     from frontdesk.booking import routes as booking_routes
+    from frontdesk.console import billing as billing_console
+    from frontdesk.console import cashier as cashier_console
     from frontdesk.console import messaging as messaging_console
     from frontdesk.console import wechat_oa as wechat_console
     from frontdesk.console.patients import router as console_patients_router
@@ -116,4 +118,6 @@ def _domain_routers() -> list[Any]:
         billing_routes.router,
         billing_cashier_routes.router,
         billing_paper_routes.router,
+        cashier_console.router,
+        billing_console.router,
     ]
