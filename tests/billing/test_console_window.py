@@ -216,31 +216,33 @@ async def test_other_roles_cannot_use_the_window_pages(
 
 
 async def test_the_cashier_page_offers_a_native_qr_code_where_the_hospital_prefers_it(
-    world: World, desk: httpx.AsyncClient, his_sim: Any, pay_sim: Any, clock: FrozenClock
+    world: World,
+    desk: httpx.AsyncClient,
+    his_sim: Any,
+    pay_sim: Any,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     container = world.env.container
-    container.settings.billing_paper_qr = "native"
-    try:
-        card_no = world.mine.card_no
-        ids = [o.id for o in await his_unpaid(his_sim, card_no)]
-        await sign_in(desk, clock, await _staff(world, clock, "carl", Role.cashier))
-        page = await desk.get("/console/cashier", params={"card_no": card_no, "order": ids})
-        assert 'data-testid="native"' in page.text
-        shown = await desk.post(
-            "/console/cashier/native",
-            data={"csrf_token": csrf_from(page.text), "card_no": card_no, "order": ids},
-        )
-        assert shown.status_code == 200
-        assert "<svg" in shown.text
-        payment_id = int(re.search(r'data-native="(\d+)"', shown.text).group(1))  # type: ignore[union-attr]
-        row = await payment_row(container, payment_id)
-        assert row.channel == "NATIVE" and row.code_url
-        # The patient scans and pays; WeChat notifies; the saga settles.
-        order = pay_sim.sim.orders[row.out_trade_no]
-        pay_sim.sim.pay(order, openid=world.alice_openid)
-        await pay_sim.sim.deliver_due()
-        await drain(container)
-        row = await payment_row(container, payment_id)
-        assert (row.state, row.his_state) == ("paid", "settled")
-    finally:
-        container.settings.billing_paper_qr = "link"
+    monkeypatch.setattr(container.settings, "billing_paper_qr", "native")
+    card_no = world.mine.card_no
+    ids = [o.id for o in await his_unpaid(his_sim, card_no)]
+    await sign_in(desk, clock, await _staff(world, clock, "carl", Role.cashier))
+    page = await desk.get("/console/cashier", params={"card_no": card_no, "order": ids})
+    assert 'data-testid="native"' in page.text
+    shown = await desk.post(
+        "/console/cashier/native",
+        data={"csrf_token": csrf_from(page.text), "card_no": card_no, "order": ids},
+    )
+    assert shown.status_code == 200
+    assert "<svg" in shown.text
+    payment_id = int(re.search(r'data-native="(\d+)"', shown.text).group(1))  # type: ignore[union-attr]
+    row = await payment_row(container, payment_id)
+    assert row.channel == "NATIVE" and row.code_url
+    # The patient scans and pays; WeChat notifies; the saga settles.
+    order = pay_sim.sim.orders[row.out_trade_no]
+    pay_sim.sim.pay(order, openid=world.alice_openid)
+    await pay_sim.sim.deliver_due()
+    await drain(container)
+    row = await payment_row(container, payment_id)
+    assert (row.state, row.his_state) == ("paid", "settled")

@@ -180,39 +180,75 @@ async def test_refused_paper_qr_requests_change_nothing(
 
 
 async def test_a_native_pay_code_where_the_hospital_prefers_it(
-    world: World, printer: HisCaller, his_sim: Any, pay_sim: Any
+    world: World, printer: HisCaller, his_sim: Any, pay_sim: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     container = world.env.container
-    container.settings.billing_paper_qr = "native"
-    try:
-        card_no = world.mine.card_no
-        visit_no, ids, _ = await _visit(his_sim, card_no)
-        pre = await container.services["his"].pre_settle(card_no=card_no, order_ids=ids)
-        answer = await printer.post(QR, {"card_no": card_no, "visit_no": visit_no})
-        assert answer.status_code == 200, answer.text
-        qr = answer.json()
-        assert qr["mode"] == "native" and qr["url"].startswith("weixin://")
-        payment = qr["payment"]
-        assert (payment["channel"], payment["amount_fen"], payment["order_ids"]) == (
-            "NATIVE",
-            pre.self_pay_fen,
-            ids,
-        )
-        # The patient scans it in WeChat and pays; the notify confirms; the saga settles.
-        order = pay_sim.sim.orders[payment["out_trade_no"]]
-        pay_sim.sim.pay(order, openid=world.alice_openid)
-        await pay_sim.sim.deliver_due()
-        await drain(container)
-        async with container.db.session() as s:
-            from sqlalchemy import select
+    monkeypatch.setattr(container.settings, "billing_paper_qr", "native")
+    card_no = world.mine.card_no
+    visit_no, ids, _ = await _visit(his_sim, card_no)
+    pre = await container.services["his"].pre_settle(card_no=card_no, order_ids=ids)
+    answer = await printer.post(QR, {"card_no": card_no, "visit_no": visit_no})
+    assert answer.status_code == 200, answer.text
+    qr = answer.json()
+    assert qr["mode"] == "native" and qr["url"].startswith("weixin://")
+    payment = qr["payment"]
+    assert (payment["channel"], payment["amount_fen"], payment["order_ids"]) == (
+        "NATIVE",
+        pre.self_pay_fen,
+        ids,
+    )
+    # The patient scans it in WeChat and pays; the notify confirms; the saga settles.
+    order = pay_sim.sim.orders[payment["out_trade_no"]]
+    pay_sim.sim.pay(order, openid=world.alice_openid)
+    await pay_sim.sim.deliver_due()
+    await drain(container)
+    async with container.db.session() as s:
+        from sqlalchemy import select
 
-            from frontdesk.billing import models as bm
+        from frontdesk.billing import models as bm
 
-            row = await s.scalar(
-                select(bm.BillingPayment).where(
-                    bm.BillingPayment.out_trade_no == payment["out_trade_no"]
-                )
+        row = await s.scalar(
+            select(bm.BillingPayment).where(
+                bm.BillingPayment.out_trade_no == payment["out_trade_no"]
             )
-        assert row is not None and (row.state, row.his_state) == ("paid", "settled")
-    finally:
-        container.settings.billing_paper_qr = "link"
+        )
+    assert row is not None and (row.state, row.his_state) == ("paid", "settled")
+
+
+async def test_the_demo_his_prints_the_order_sheet_with_the_front_servers_qr_code(
+    world: World, his_sim: Any, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HIS side: its order sheet page asks our front server for the QR code, signed with
+    the bridge's key — here the sim shares our settings' key, as in the demo."""
+    import httpx
+
+    from frontdesk.sims.his_sim.app import sim_state
+
+    settings = world.env.container.settings
+    state = sim_state(his_sim)
+    state.keys = {**state.keys, "front-demo": settings.his_secret.get_secret_value()}
+    state.front_key_id = "front-demo"
+    monkeypatch.setattr(settings, "his_key_id", "front-demo")
+    state.front_base_url = "http://testserver"
+    state.front_transport = httpx.ASGITransport(app=world.env.front_app)
+    card_no = world.mine.card_no
+    visit_no, ids, _ = await _visit(his_sim, card_no)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=his_sim), base_url="http://his-sim"
+    ) as operator:
+        visits = await operator.get("/operator/sheet", params={"card_no": card_no})
+        assert f'data-visit="{visit_no}"' in visits.text
+        sheet = await operator.get(
+            "/operator/sheet", params={"card_no": card_no, "visit_no": visit_no}
+        )
+        assert sheet.status_code == 200
+        assert 'data-qr="link"' in sheet.text and "<svg" in sheet.text
+        for order_id in ids:
+            assert f'data-order="{order_id}"' in sheet.text
+        # The front server refuses a sheet whose QR request is not signed with its key.
+        state.keys = {**state.keys, "front-demo": "not-the-shared-secret"}
+        refused = await operator.get(
+            "/operator/sheet", params={"card_no": card_no, "visit_no": visit_no}
+        )
+        assert 'data-qr-error="signature_invalid"' in refused.text
+        assert "<svg" not in refused.text
