@@ -159,8 +159,8 @@ async def test_refused_paper_qr_requests_change_nothing(
     visit_no, _ids, _ = await _visit(his_sim, card_no)
     stranger_visit, _s, _ = await _visit(his_sim, world.stranger.card_no)
     before = await snapshot(container)
-    good = {"card_no": card_no, "visit_no": visit_no}
-    cases = [
+    good: dict[str, Any] = {"card_no": card_no, "visit_no": visit_no}
+    cases: list[tuple[dict[str, Any], dict[str, Any], int, str]] = [
         ({"card_no": card_no, "visit_no": stranger_visit}, {}, 404, "billing_order_not_found"),
         ({"card_no": card_no, "visit_no": "V999999999"}, {}, 404, "billing_order_not_found"),
         ({"card_no": card_no, "visit_no": "../x"}, {}, 404, "billing_order_not_found"),
