@@ -24,10 +24,10 @@ def _window_routes() -> set[tuple[str, str]]:
     # FastAPI keeps included routers opaque: read the routers the app factory includes.
     from frontdesk.web.app import _domain_routers
 
-    out = set()
+    out: set[tuple[str, str]] = set()
     for route in [r for router in _domain_routers() for r in router.routes]:
         if isinstance(route, APIRoute) and route.path.startswith(PREFIXES):
-            out.update((method, route.path) for method in route.methods)
+            out.update((method, route.path) for method in route.methods or ())
     return out
 
 
