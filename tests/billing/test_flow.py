@@ -128,3 +128,36 @@ async def rows(container: Any, model: Any) -> list[Any]:
 
     async with container.db.session() as s:
         return list(await s.scalars(select(model).order_by(model.id)))
+
+
+async def test_messages_reach_the_phone(world: World, his_sim: Any, pay_sim: Any) -> None:
+    """payment received and refund made use the keywords of the hospital's templates."""
+    container = world.env.container
+    ids = [o.id for o in await his_unpaid(his_sim, world.mine.card_no)]
+    _, page = await start_payment(world.alice, ids)
+    await phone_pays(pay_sim, pay_params(page), world.alice_openid)
+    await drain(container)
+    await drain(container)
+    [message] = await templates(container, "payment_received")
+    assert message.state == "sent", message.last_error if hasattr(message, "last_error") else ""
+    assert any(t["touser"] == world.alice_openid for t in world.env.sim.sent_templates)
+
+
+async def test_pages_in_english_and_a_stale_list_when_the_his_is_down(
+    world: World, his_sim: Any
+) -> None:
+    from frontdesk.sims.his_sim.app import Faults, sim_state
+
+    ids = [o.id for o in await his_unpaid(his_sim, world.mine.card_no)]
+    english = await world.alice.get("/h5/payments", params={"lang": "en"})
+    assert english.status_code == 200
+    assert "Payments" in english.text and "门诊缴费" not in english.text
+    assert "Ordered by" in english.text
+    # The HIS stops answering: the list is what we last saw, and says so.
+    sim_state(his_sim).faults = Faults(mode="error")
+    stale = await world.alice.get("/h5/payments")
+    assert stale.status_code == 200
+    assert 'data-stale="1"' in stale.text
+    assert all(f'data-order="{i}"' in stale.text for i in ids)
+    refused = await world.alice.get("/h5/payments", params=[("order", i) for i in ids])
+    assert refused.status_code == 503 and "data-self-pay" not in refused.text

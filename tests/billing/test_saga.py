@@ -7,12 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select, update
-
-from frontdesk.billing import models as bm
-from frontdesk.core.clock import FrozenClock
-from frontdesk.sims.his_sim import models as hm
-from frontdesk.sims.his_sim import service as his_service
-from frontdesk.sims.his_sim.app import Faults, sim_state
 from tests.billing.conftest import World
 from tests.billing.helpers import (
     drain,
@@ -25,6 +19,12 @@ from tests.billing.helpers import (
     start_payment,
     templates,
 )
+
+from frontdesk.billing import models as bm
+from frontdesk.core.clock import FrozenClock
+from frontdesk.sims.his_sim import models as hm
+from frontdesk.sims.his_sim import service as his_service
+from frontdesk.sims.his_sim.app import Faults, sim_state
 
 
 async def _paid(
@@ -59,7 +59,7 @@ async def test_his_down_then_up_settles_exactly_once(
 ) -> None:
     container = world.env.container
     sim_state(his_sim).faults = Faults(mode="error", count=6, path_contains="/settlements")
-    payment_id, ids = await _paid(world, his_sim, pay_sim)
+    payment_id, _ = await _paid(world, his_sim, pay_sim)
     await drain(container)
     assert (await payment_row(container, payment_id)).his_state == "pending"
     await _run_for(container, clock, minutes=3)
@@ -77,7 +77,7 @@ async def test_retries_spent_and_not_settled_refunds_with_reason(
     budget = container.settings.billing_settle_attempts
     # Every settle attempt fails (the adapter tries 3 times per call); then the HIS answers.
     sim_state(his_sim).faults = Faults(mode="error", count=3 * budget, path_contains="/settlements")
-    payment_id, ids = await _paid(world, his_sim, pay_sim)
+    payment_id, _ = await _paid(world, his_sim, pay_sim)
     await _run_for(container, clock, minutes=30)
     row = await payment_row(container, payment_id)
     assert (row.his_state, row.his_failure_code) == ("failed", "settlement_failed")
@@ -90,7 +90,7 @@ async def test_retries_spent_and_not_settled_refunds_with_reason(
     assert refund.state == "success"
     assert await his_rows(his_sim, hm.settlement, payment_ref=row.out_trade_no) == []
     [message] = await templates(container, "refund_made")
-    assert message.data["thing3"] == "医院未能完成结算"
+    assert message.data["thing1"] == "医院未能完成结算"
 
 
 async def test_settled_in_the_his_although_our_call_failed_is_not_refunded(
@@ -140,8 +140,8 @@ async def test_amount_changed_after_pre_settlement_is_refunded(
     await pay_sim.sim.deliver_due()
     assert (await _refunds(container, payment_id))[0].state == "success"
     [message] = await templates(container, "refund_made")
-    assert message.data["thing3"] == "缴费期间费用有变动"
-    assert [o.id for o in await his_unpaid(his_sim, world.mine.card_no)][0] == ids[0]
+    assert message.data["thing1"] == "缴费期间费用有变动"
+    assert next(o.id for o in await his_unpaid(his_sim, world.mine.card_no)) == ids[0]
 
 
 async def test_paid_at_the_window_too_is_a_double_payment_refunded(
@@ -184,7 +184,7 @@ async def test_a_payment_never_made_is_closed_at_expiry(
 ) -> None:
     container = world.env.container
     ids = [o.id for o in await his_unpaid(his_sim, world.mine.card_no)][:1]
-    payment_id, page = await start_payment(world.alice, ids)
+    payment_id, _ = await start_payment(world.alice, ids)
     await _run_for(container, clock, minutes=20)
     row = await payment_row(container, payment_id)
     assert row.state == "closed"

@@ -35,7 +35,7 @@ CARD_TYPE_KEYS = {
 # Home entries; a feature adds its entry when it exists (None: shown as "coming soon").
 HOME_ENTRIES: list[dict[str, Any]] = [
     {"key": "entry_booking", "href": "/h5/booking"},
-    {"key": "entry_payments", "href": None},
+    {"key": "entry_payments", "href": "/h5/payments"},
     {"key": "entry_reports", "href": "/h5/reports"},
     {"key": "entry_messages", "href": "/h5/messages"},
     {"key": "entry_hospital", "href": "/h5/hospital"},

@@ -41,11 +41,13 @@ from frontdesk.billing.schemas import (
     VisitGroup,
 )
 from frontdesk.core import outbox
+from frontdesk.core.clock import get_clock
 from frontdesk.core.clock import now as clock_now
 from frontdesk.core.i18n import translate
 from frontdesk.core.ids import merchant_number
 from frontdesk.core.money import MoneyError, check_fen, format_fen
-from frontdesk.his.port import HisGateway, HisRejected, HisUnavailable
+from frontdesk.his.port import HisGateway, HisRejected, HisUnavailable, SettlementChannel
+from frontdesk.his.port import Refund as HisRefund
 from frontdesk.wechat.oa.templates import queue_template
 from frontdesk.wechat.pay import events as pay_events
 from frontdesk.wechat.pay.port import (
@@ -300,6 +302,10 @@ async def pre_settle(
     """The HIS's pre-settlement of these orders of the card (the amount a payment charges)."""
     ids = _check_ids(order_ids, limit=MAX_ORDERS)
     mirror = {o.his_order_id: o for o in await repo.orders_by_his_ids(session, ids)}
+    if any(i not in mirror for i in ids):
+        # Not heard of yet (the event feed is behind): ask the HIS for the card's orders.
+        await refresh_orders(session, his=his, card_no=card_no, now=clock_now())
+        mirror = {o.his_order_id: o for o in await repo.orders_by_his_ids(session, ids)}
     for order_id in ids:
         row = mirror.get(order_id)
         if row is None or row.card_no != card_no:
@@ -351,6 +357,10 @@ async def create_payment(
     if channel == m.JSAPI and not openid:
         raise errors.ChannelInvalid("JSAPI needs the payer's openid")
     pre = await pre_settle(session, his=his, card_no=card_no, order_ids=order_ids)
+    for earlier in await repo.payments_of_orders(session, pre.order_ids):
+        if earlier.state == m.PAY_PAID and earlier.his_state == m.HIS_PENDING:
+            # Paid a moment ago and settling: a second payment would only be refunded.
+            raise errors.OrdersNotPayable("paid, settling")
     try:
         amount = check_fen(pre.self_pay_fen, allow_zero=False)
         check_fen(pre.total_fen)
@@ -914,6 +924,10 @@ async def _tell_card(
         await queue_template(session, openid=openid, kind=kind, data=data, url=url, now=now)
 
 
+def _local_time(at: datetime) -> str:
+    return at.astimezone(get_clock().tz).strftime("%Y-%m-%d %H:%M")
+
+
 def _masked(card_no: str) -> str:
     return f"{card_no[:2]}****{card_no[-4:]}" if len(card_no) > 6 else card_no
 
@@ -968,7 +982,7 @@ async def _mark_settled(
         data={
             "thing1": row.description[:20],
             "amount2": format_fen(row.amount_fen),
-            "thing3": translate("billing_msg_card", card=_masked(row.card_no))[:20],
+            "time3": _local_time(row.paid_at or now),
         },
         url=f"{base_url.rstrip('/')}/h5/payments/{row.id}",
         now=now,
@@ -1253,6 +1267,18 @@ async def confirm_his_refund(
     except HisUnavailable:
         return "retry"
     except HisRejected as exc:
+        if exc.code == "refund_ref_used":
+            # The HIS already refunded under our number (its answer was lost): go on.
+            done = HisRefund(
+                refund_id="",
+                refund_ref=refund.out_refund_no,
+                card_no=row.card_no,
+                item_ids=tuple(refund.item_ids),
+                amount_fen=refund.amount_fen,
+                channel=SettlementChannel.wechat,
+                refunded_at=now,
+            )
+            return await _his_refunded(session, refund, row, done, now)
         if await repo.move_refund(
             session,
             refund.id,
@@ -1280,6 +1306,16 @@ async def confirm_his_refund(
                 detail={"his_code": exc.code},
             )
         return m.HIS_FAILED
+    return await _his_refunded(session, refund, row, done, now)
+
+
+async def _his_refunded(
+    session: AsyncSession,
+    refund: m.BillingRefund,
+    row: m.BillingPayment,
+    done: HisRefund,
+    now: datetime,
+) -> str:
     if done.amount_fen != refund.amount_fen:
         # The HIS decides what the items were worth: give back exactly that.
         delta = refund.amount_fen - done.amount_fen
@@ -1502,9 +1538,10 @@ async def apply_refund(
             card_no=row.card_no,
             kind="refund_made",
             data={
-                "thing1": row.description[:20],
+                # The reason first: WeChat shows 20 characters of each keyword.
+                "thing1": translate(f"billing_reason_{refund.reason}")[:20],
                 "amount2": format_fen(refund.amount_fen),
-                "thing3": translate(f"billing_reason_{refund.reason}")[:20],
+                "time3": _local_time(observed.success_at or now),
             },
             url=f"{base_url.rstrip('/')}/h5/payments/{row.id}",
             now=now,
@@ -1581,9 +1618,9 @@ async def announce_due(
         card_no=row.card_no,
         kind="payment_due",
         data={
-            "thing1": row.title[:20],
+            "thing1": f"{row.title} {_masked(row.card_no)}"[:20],
             "amount2": format_fen(row.total_fen),
-            "thing3": translate("billing_msg_card", card=_masked(row.card_no))[:20],
+            "time3": _local_time(row.ordered_at),
         },
         url=f"{base_url.rstrip('/')}/h5/payments",
         now=now,
