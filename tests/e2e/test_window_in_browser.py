@@ -65,7 +65,15 @@ def test_the_cashier_page_charges_a_payment_code_and_the_his_prints_the_qr(
     card_no, visits = _card_with_two_unpaid_visits(demo_stack)
     desk = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN").new_page()
     problems: list[str] = []
-    desk.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    # Every answer of ours must succeed (the browser's own favicon request aside).
+    desk.on(
+        "response",
+        lambda r: (
+            problems.append(f"{r.status} {r.url}")
+            if r.status >= 400 and not r.url.endswith("/favicon.ico")
+            else None
+        ),
+    )
     desk.goto(f"{demo_stack.web}/console/")
     desk.fill("input[name=username]", DEMO_ADMIN)
     desk.fill("input[name=password]", DEMO_ADMIN_PASSWORD)
