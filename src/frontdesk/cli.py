@@ -364,6 +364,7 @@ def his_sim(
             key_id=settings.his_key_id,
             secret=settings.his_secret.get_secret_value(),
             reset=reset,
+            front_base_url=settings.public_base_url,
         )
     except ValueError as exc:
         typer.echo(f"frontdesk his-sim: {exc}", err=True)

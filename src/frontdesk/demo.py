@@ -134,6 +134,7 @@ def build_sims(
         size="small",
         key_id=settings.his_key_id,
         secret=settings.his_secret.get_secret_value(),
+        front_base_url=settings.public_base_url,
     )
     sms_app = create_sms_sim_app(
         access_key_id=settings.sms_access_key_id,

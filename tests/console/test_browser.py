@@ -174,6 +174,8 @@ def test_staff_sign_in_with_totp_and_see_only_their_pages(live_console: LiveCons
                     "模板消息投递",
                     "号源与预约",
                     "对账",
+                    "收费窗口",
+                    "缴费记录",
                     "审计日志",
                     "接口状态",
                     "员工账号",
@@ -202,11 +204,11 @@ def test_staff_sign_in_with_totp_and_see_only_their_pages(live_console: LiveCons
             expect(page.get_by_test_id("totp-secret")).to_have_text(re.compile(r"^[A-Z2-7]{32}$"))
             assert problems == []
 
-            # --- the cashier: only the dashboard; other pages answer 403
+            # --- the cashier: the dashboard and the window pages; other pages answer 403
             cashier = browser.new_context(locale="zh-CN")
             cpage = cashier.new_page()
             _sign_in(cpage, live_console, "carl")
-            expect(cpage.locator("nav.sidenav a")).to_have_text(["工作台"])
+            expect(cpage.locator("nav.sidenav a")).to_have_text(["工作台", "收费窗口", "缴费记录"])
             expect(cpage.locator('[data-tile="payments_today"] .tile-value')).to_have_text("—")
             for path in ("/console/audit", "/console/staff", "/console/health"):
                 response = cpage.goto(f"{base}{path}")

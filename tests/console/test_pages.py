@@ -529,7 +529,7 @@ async def test_the_dashboard_shows_a_role_its_tiles_with_a_dash_until_filled(
     assert tiles == [("payments_today", "128"), ("refunds_today", "—")]
     assert "该功能尚未上线" in page.text
     nav = re.findall(r'<li><a href="([^"]+)"', page.text)
-    assert nav == ["/console/"]
+    assert nav == ["/console/", "/console/cashier", "/console/payments"]
 
 
 def test_unknown_dashboard_tiles_are_refused() -> None:
@@ -561,6 +561,8 @@ async def test_the_admin_nav_and_english_pages(
         "/console/wechat/deliveries",
         "/console/booking",
         "/console/reconciliation",
+        "/console/cashier",
+        "/console/payments",
         "/console/audit",
         "/console/health",
         "/console/staff",

@@ -77,3 +77,42 @@ class PayRefused(Conflict):
     """WeChat Pay refused to create the order (see ``reason``)."""
 
     code = "billing_pay_refused"
+
+
+# --- the cashier API, the console cashier and paper QR codes (billing/cashier.py) ---------
+
+
+class RequestIdReused(Invalid):
+    """A cashier ``request_id`` already used for another request (another body)."""
+
+    code = "billing_request_id_reused"
+
+
+class AmountMismatch(Conflict):
+    """The amount the cashier station showed is not the HIS's pre-settlement now."""
+
+    code = "billing_amount_mismatch"
+
+
+class AuthCodeInvalid(Invalid):
+    """A payment code (付款码) is 18 digits starting with 10-15."""
+
+    code = "billing_auth_code_invalid"
+
+
+class ReasonRequired(Invalid):
+    """A window or staff refund needs a reason (2-200 characters)."""
+
+    code = "billing_reason_required"
+
+
+class RefundTargetInvalid(Invalid):
+    """A refund names either items or an amount, not both and not neither."""
+
+    code = "billing_refund_target_invalid"
+
+
+class PaperLinkInvalid(NotFound):
+    """A paper QR link that is forged, altered or expired."""
+
+    code = "billing_paper_link_invalid"

@@ -263,3 +263,37 @@ class BillingEvent(Base):
     actor: Mapped[str] = mapped_column(String(64), nullable=False)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
+# --------------------------------------------------------------------------- the HIS calling us
+# (the cashier API and the paper QR endpoint: billing/cashier.py, docs/cashier-api.md)
+
+
+class BillingInboundNonce(Base):
+    """A nonce of a signed call the HIS made to us, kept so a replay is refused (the
+    bridge's signing, mirrored for inbound calls)."""
+
+    __tablename__ = "billing_inbound_nonce"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, index=True)
+
+
+class BillingCashierRequest(Base):
+    """One cashier-station request by its ``request_id`` (unique forever): a repeat with the
+    same body answers from the payment or refund it made; another body is refused."""
+
+    __tablename__ = "billing_cashier_request"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    operation: Mapped[str] = mapped_column(String(16), nullable=False)  # pay | refund
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    card_no: Mapped[str] = mapped_column(String(32), nullable=False)
+    payment_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    refund_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    # the refusal code when the request was refused after it was recorded (e.g. the code
+    # expired): a repeat gets the same refusal
+    refusal: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)

@@ -317,6 +317,12 @@ class Settings(BaseSettings):
     # Settlement attempts in the HIS (with backoff) before asking it whether it settled and,
     # if not, refunding the patient automatically.
     billing_settle_attempts: int = Field(default=6, ge=1, le=50)
+    # What the QR code on a paper order sheet holds: "link" (a signed link that opens the
+    # visit's pending orders in WeChat after sign-in, paid with JSAPI) or "native" (a WeChat
+    # Native-pay code for the visit's self-pay share, paid by scanning it in WeChat).
+    billing_paper_qr: Literal["link", "native"] = "link"
+    # How long a paper QR link stays valid (a Native-pay code lasts billing_payment_minutes).
+    billing_paper_link_hours: int = Field(default=72, ge=1, le=720)
 
     @field_validator("reports_hold_hours")
     @classmethod

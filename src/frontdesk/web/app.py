@@ -83,9 +83,13 @@ def create_app(
 def _domain_routers() -> list[Any]:
     """Routers of each domain's presentation; later issues add theirs here."""
     from frontdesk.accounts import routes as accounts_routes
+    from frontdesk.billing import cashier_routes as billing_cashier_routes
+    from frontdesk.billing import paper_routes as billing_paper_routes
     from frontdesk.billing import routes as billing_routes
     from frontdesk.booking import console_routes as booking_console_routes
     from frontdesk.booking import routes as booking_routes
+    from frontdesk.console import billing as billing_console
+    from frontdesk.console import cashier as cashier_console
     from frontdesk.console import messaging as messaging_console
     from frontdesk.console import wechat_oa as wechat_console
     from frontdesk.console.patients import router as console_patients_router
@@ -114,4 +118,8 @@ def _domain_routers() -> list[Any]:
         reports_routes.router,
         console_reconciliation_router,
         billing_routes.router,
+        billing_cashier_routes.router,
+        billing_paper_routes.router,
+        cashier_console.router,
+        billing_console.router,
     ]

@@ -58,6 +58,7 @@ from frontdesk.his.port import (
 from frontdesk.sims.his_sim import models as m
 from frontdesk.sims.his_sim import seed as seeding
 from frontdesk.sims.his_sim import service
+from frontdesk.sims.his_sim.order_sheet import order_sheet_router
 from frontdesk.sims.his_sim.service import SimRejected
 
 log = logging.getLogger("frontdesk.his_sim")
@@ -102,6 +103,11 @@ class SimState:
     # Only a test flag for proving the conformance kit can fail; never set it otherwise.
     verify_signatures: bool = True
     faults: Faults = field(default_factory=Faults)
+    # The front server, for the order sheet's payment QR code (order_sheet.py); tests set a
+    # transport to reach it in-process.
+    front_base_url: str | None = None
+    front_transport: Any = None
+    front_key_id: str | None = None  # the key it signs with (default: its first key)
     max_body_bytes: int = p.MAX_BODY_BYTES
     requests_seen: int = 0
 
@@ -811,9 +817,13 @@ pre{background:#f4f4f4;padding:.6rem;white-space:pre-wrap}
 <button>submit</button></form>
 <form data-method="DELETE" data-path="/operator/faults"><b>清除故障 clear faults</b>
 <button>submit</button></form>
+<form class="open" method="get" action="/operator/sheet">
+<b>打印缴费单 order sheet with the payment QR</b>
+<label>card_no <input name="card_no"></label> <label>visit_no <input name="visit_no"></label>
+<button>open</button></form>
 <pre id="out"></pre>
 <script>
-for (const form of document.querySelectorAll("form")) {
+for (const form of document.querySelectorAll("form:not(.open)")) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = JSON.parse(form.dataset.json || "{}");
@@ -889,6 +899,7 @@ def create_his_sim_app(
     secret: str = DEFAULT_SECRET,
     reset: bool = False,
     verify_signatures: bool = True,
+    front_base_url: str | None = None,
 ) -> FastAPI:
     """The demo HIS. Under a server, its lifespan seeds the database when it is empty (or
     ``reset``); in-process callers ``await seed(app)`` themselves."""
@@ -902,6 +913,7 @@ def create_his_sim_app(
         seed_no=seed,
         size=size,
         verify_signatures=verify_signatures,
+        front_base_url=front_base_url,
     )
 
     @asynccontextmanager
@@ -926,6 +938,7 @@ def create_his_sim_app(
     app.state.his_sim = state
     app.include_router(bridge_router())
     app.include_router(operator_router())
+    app.include_router(order_sheet_router())
 
     @app.exception_handler(SimRejected)
     async def _rejected(_request: Request, exc: SimRejected) -> Response:
