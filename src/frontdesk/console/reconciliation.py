@@ -44,7 +44,7 @@ from frontdesk.web.errors import request_locale
 router = APIRouter(prefix="/console/reconciliation", include_in_schema=False)
 Finance = Annotated[Principal, Depends(require_role(Role.finance, Role.admin))]
 register_nav_item(
-    "/console/reconciliation", "console.nav.reconciliation", {Role.finance, Role.admin}, order=300
+    "/console/reconciliation", "console.nav.reconciliation", {Role.finance, Role.admin}, order=320
 )
 
 STATUSES = ("open", "proposed", "auto_pending", "pending_other_day", "resolved", "auto_resolved")
