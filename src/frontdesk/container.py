@@ -51,7 +51,15 @@ def build_container(
 
     wechat_oa_wiring.register(container)
     _add_wechat_pay(container)
+    _add_ledger(container)
     return container
+
+
+def _add_ledger(container: Container) -> None:
+    """``services["ledger"]``: reconciliation's view of our payments ledger (billing)."""
+    from frontdesk.reconciliation.billing_ledger import BillingLedger
+
+    container.services["ledger"] = BillingLedger()
 
 
 def _add_his(container: Container) -> None:

@@ -311,6 +311,7 @@ class Settings(BaseSettings):
         except ScheduleError as exc:
             raise ValueError(str(exc)) from exc
         return value
+
     # --- payments (issue 8) --------------------------------------------------------------
     # A started payment can be paid for this long; then the WeChat order is closed.
     billing_payment_minutes: int = Field(default=15, ge=1, le=120)

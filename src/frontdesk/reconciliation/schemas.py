@@ -1,8 +1,7 @@
 """What reconciliation works with: ledger entries (the billing contract's shape), parsed bill
 rows, HIS settlements (``his.port.SettlementRecord``), and what a match produces.
 
-``LedgerEntry`` is, field for field, the one in ``/work/BILLING_CONTRACT.md``; once billing is
-merged it is replaced by ``from frontdesk.billing.schemas import LedgerEntry``.
+``LedgerEntry`` is billing's (``frontdesk.billing.schemas``): the one shape both domains agree on.
 """
 
 from __future__ import annotations
@@ -13,25 +12,7 @@ from typing import NamedTuple, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """One money movement in our ledger, as reconciliation sees it."""
-
-    kind: str  # "payment" | "refund"
-    out_trade_no: str  # our merchant number of the payment (for a refund: its payment's)
-    out_refund_no: str | None  # our refund number (refunds only)
-    transaction_id: str | None  # WeChat's transaction id (None while we do not know it)
-    refund_id: str | None  # WeChat's refund id (refunds only, when known)
-    trade_type: str  # "JSAPI" | "NATIVE" | "MICROPAY"
-    amount_fen: int  # payment: amount charged; refund: amount refunded (positive)
-    state: str  # payment: paid | refunded | partially_refunded | pending;
-    # refund: success | processing | closed | abnormal
-    at: datetime | None  # aware UTC: payment success time / refund success time
-    card_no: str
-    his_ref: str  # payment_ref (= out_trade_no) for payments, refund_ref for refunds
-    his_state: str  # settled | pending | failed | refunded | not_needed
-    ledger_id: int  # billing's row id (payment id or refund id), for actions
+from frontdesk.billing.schemas import LedgerEntry as LedgerEntry
 
 
 class LedgerSource(Protocol):
