@@ -13,7 +13,6 @@ browser only sends cross-origin after a CORS preflight that this app never grant
 
 from __future__ import annotations
 
-import math
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -108,36 +107,37 @@ async def _credit(session: AsyncSession, scope: PatientScope, policy: BookingPol
 
 @dataclass(frozen=True)
 class Gate:
-    """A booking attempt that passed the rate limits and holds its idempotency key."""
+    """A booking attempt that passed admission, the per-IP limit and its own checks."""
 
     openid: str
     key: str
     body: BookRequest
-    existing_booking_id: int | None  # this key already booked: answer with that booking
 
 
-async def _check_limits(request: Request, openid: str) -> None:
-    """Count the attempt per account and per IP (committed even when over the limit, so a
-    loop cannot reset its own counter by failing), then refuse if over."""
-    settings = request.app.state.settings
-    limits = (
-        (Limit("booking.account", settings.booking_attempts_per_minute_account, 60), openid),
-        (Limit("booking.ip", settings.booking_attempts_per_minute_ip, 60), _ip(request)),
+# Per-IP attempts are counted in memory (see ``ratelimit.LocalLimiter``): one row per IP in
+# the database would be locked by every booking transaction from that IP in turn.
+_ip_limiters: dict[int, ratelimit.LocalLimiter] = {}
+
+
+def _ip_limiter(request: Request) -> ratelimit.LocalLimiter:
+    n = request.app.state.settings.booking_attempts_per_minute_ip
+    limiter = _ip_limiters.get(n)
+    if limiter is None:
+        limiter = _ip_limiters[n] = ratelimit.LocalLimiter(Limit("booking.ip", n, 60))
+    return limiter
+
+
+def _account_limit(request: Request) -> Limit:
+    return Limit(
+        "booking.account", request.app.state.settings.booking_attempts_per_minute_account, 60
     )
-    at = now()
-    async with request.app.state.session_provider() as s:
-        counts = [await ratelimit.hit(s, limit, subject, now=at) for limit, subject in limits]
-    for (limit, _subject), n in zip(limits, counts, strict=True):
-        if n > limit.max_events:
-            elapsed = at.timestamp() % limit.window_seconds
-            raise TooManyRequests(retry_after=max(1, math.ceil(limit.window_seconds - elapsed)))
 
 
 async def _read_attempt(request: Request, openid: str) -> tuple[str, BookRequest]:
     if request.url.path.startswith("/api/"):
         key = request.headers.get("idempotency-key", "")
         try:
-            return key, BookRequest.model_validate(await request.json())
+            return key, BookRequest.model_validate_json(await request.body())
         except (ValueError, ValidationError) as exc:
             raise BodyInvalid from exc
     form = await request.form()
@@ -154,11 +154,15 @@ async def _read_attempt(request: Request, openid: str) -> tuple[str, BookRequest
     return form_key if isinstance(form_key, str) else "", body
 
 
+def _caches(request: Request) -> None:
+    catalog.configure_caches(request.app.state.settings.booking_cache_seconds)
+
+
 async def booking_gate(request: Request) -> AsyncIterator[Gate]:
-    """Runs before the request's own transaction opens (it is the route's first
-    dependency): load shedding, rate limits, then the idempotency claim, each in a short
-    transaction of its own (on SQLite a second writer could not start while the request
-    holds the lock)."""
+    """The route's first dependency, before its transaction opens: load shedding, the
+    per-IP limit, the request's own checks, and "full" for a pool this process knows is
+    empty. None of it touches the database, except one primary-key read of the key when
+    the pool is known full (a retried request that already booked gets its booking)."""
     global _in_flight
     if _in_flight >= request.app.state.settings.booking_max_in_flight:
         raise Busy(retry_after=1)
@@ -168,12 +172,18 @@ async def booking_gate(request: Request) -> AsyncIterator[Gate]:
         key, body = await _read_attempt(request, openid)
         if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
             raise errors.IdempotencyKeyInvalid
-        await _check_limits(request, openid)
-        async with request.app.state.session_provider() as claim:
-            existing = await booking.claim_request(
-                claim, openid=openid, key=key, request_hash=body.fingerprint(), now=now()
-            )
-        yield Gate(openid=openid, key=key, body=body, existing_booking_id=existing)
+        at = now()
+        limiter = _ip_limiter(request)
+        if limiter.hit(_ip(request), now=at) > limiter.limit.max_events:
+            raise TooManyRequests(retry_after=ratelimit.retry_after(limiter.limit, at))
+        _caches(request)
+        slot = catalog.cached_slot(body.slot_id)
+        if slot is not None and catalog.known_full(slot.schedule_id):
+            async with request.app.state.session_provider() as s:
+                replay = await booking.replayed_booking(s, openid=openid, key=key)
+            if replay is None:
+                raise errors.ScheduleFull
+        yield Gate(openid=openid, key=key, body=body)
     finally:
         _in_flight -= 1
 
@@ -181,18 +191,32 @@ async def booking_gate(request: Request) -> AsyncIterator[Gate]:
 GateDep = Annotated[Gate, Depends(booking_gate)]
 
 
-async def _book(
-    request: Request, session: AsyncSession, scope: PatientScope, gate: Gate
-) -> BookingView:
-    """Book once per idempotency key. A refusal drops the key's claim in this same
-    transaction and is raised; the routes answer it without raising, so that commits."""
+@dataclass(frozen=True)
+class Booked:
+    view: BookingView
+    replayed: bool
+
+
+async def _book(request: Request, session: AsyncSession, scope: PatientScope, gate: Gate) -> Booked:
+    """One transaction per attempt (the request's): count it for the account, claim the
+    idempotency key, book, record the booking under the key. A refusal raises; the routes
+    answer it without raising, so the count commits (a loop cannot reset its own counter
+    by failing) and the key's claim, dropped here, is judged afresh next time."""
     policy = _policy(request)
     if gate.openid != scope.openid:  # the same cookie feeds both; never trust a mix
         raise SignInRequired
-    if gate.existing_booking_id is not None:
-        return await booking.booking_of(
-            session, scope=scope, booking_id=gate.existing_booking_id, policy=policy, now=now()
+    at = now()
+    limit = _account_limit(request)
+    if await ratelimit.hit(session, limit, gate.openid, now=at) > limit.max_events:
+        raise TooManyRequests(retry_after=ratelimit.retry_after(limit, at))
+    existing = await booking.claim_request(
+        session, openid=gate.openid, key=gate.key, request_hash=gate.body.fingerprint(), now=at
+    )
+    if existing is not None:
+        view = await booking.booking_of(
+            session, scope=scope, booking_id=existing, policy=policy, now=at
         )
+        return Booked(view, replayed=True)
     try:
         view = await booking.book(
             session,
@@ -200,15 +224,21 @@ async def _book(
             card_id=gate.body.card_id,
             slot_id=gate.body.slot_id,
             policy=policy,
-            now=now(),
+            now=at,
+            ip=_ip(request),
         )
     except DomainError:
         await booking.drop_request(session, openid=gate.openid, key=gate.key)
         raise
     await booking.finish_request(
-        session, openid=gate.openid, key=gate.key, booking_id=view.booking_id, now=now()
+        session, openid=gate.openid, key=gate.key, booking_id=view.booking_id, now=at
     )
-    return view
+    return Booked(view, replayed=False)
+
+
+def _refusal(request: Request, exc: DomainError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+    return error_response(request, status=exc.status, code=exc.code, headers=headers, **exc.params)
 
 
 # --------------------------------------------------------------------------- H5 pages
@@ -252,7 +282,7 @@ async def doctors_page(
 async def _doctor_schedule(request: Request, session: AsyncSession, code: str) -> Any:
     start, end = _window(request)
     key = (code, start)
-    _schedule_cache.ttl = request.app.state.settings.booking_cache_seconds
+    _caches(request)
     hit = _schedule_cache.get(key)
     if hit is not None:
         return hit
@@ -351,11 +381,11 @@ async def book_page(
     session: SessionDep,
 ) -> Response:
     try:
-        view = await _book(request, session, scope, gate)
+        view = (await _book(request, session, scope, gate)).view
     except DomainError as exc:
-        if exc.status in (401, 404):
-            # Answer here (not by raising) so dropping the key's claim commits.
-            return error_response(request, status=exc.status, code=exc.code, **exc.params)
+        if exc.status in (401, 404, 429):
+            # Answer here (not by raising) so the count and the dropped claim commit.
+            return _refusal(request, exc)
         ctx = await _confirm_context(request, session, scope, slot_id)
         ctx.update(error=exc.code, error_params=exc.params)
         return render(request, "booking/confirm.html", ctx, status=exc.status, openid=scope.openid)
@@ -461,12 +491,11 @@ async def api_book(
     ``Idempotency-Key``. The same key returns the same booking (200); with another body it
     is refused (422); while the first request is still running, 409."""
     try:
-        view = await _book(request, session, scope, gate)
+        done = await _book(request, session, scope, gate)
     except DomainError as exc:
-        # Answer here (not by raising) so dropping the key's claim commits.
-        return error_response(request, status=exc.status, code=exc.code, **exc.params)
-    replayed = gate.existing_booking_id is not None
-    return JSONResponse(_json(view), status_code=200 if replayed else 201)
+        # Answer here (not by raising) so the count and the dropped claim commit.
+        return _refusal(request, exc)
+    return JSONResponse(_json(done.view), status_code=200 if done.replayed else 201)
 
 
 @api.get("/bookings")

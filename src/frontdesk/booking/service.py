@@ -13,13 +13,14 @@ import logging
 import secrets
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
+from typing import Any, NoReturn
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from frontdesk.accounts.schemas import BoundCard, PatientScope
 from frontdesk.booking import errors
+from frontdesk.booking import repository as repo
 from frontdesk.booking.models import (
     BOOKED,
     CANCELLED,
@@ -38,11 +39,11 @@ from frontdesk.booking.models import (
 )
 from frontdesk.booking.schemas import BlockView, BookingPolicy, BookingView, CreditStatus
 from frontdesk.catalog import service as catalog
+from frontdesk.catalog.schemas import SlotForBooking
 from frontdesk.core import audit, outbox
 from frontdesk.core.clock import get_clock
 from frontdesk.core.i18n import translate
 from frontdesk.core.money import format_fen
-from frontdesk.core.sql import insert_ignoring_conflict
 from frontdesk.wechat.oa.templates import queue_template
 
 log = logging.getLogger("frontdesk.booking")
@@ -291,40 +292,33 @@ async def blocks(session: AsyncSession, *, now: datetime, limit: int = 200) -> l
 async def claim_request(
     session: AsyncSession, *, openid: str, key: str, request_hash: str, now: datetime
 ) -> int | None:
-    """Claim an idempotency key before booking (run in its own short transaction).
+    """Claim an idempotency key before booking, in the booking's own transaction.
 
     Returns the booking id if this key already booked (the caller answers with it), or
     None if the caller now holds the key and should book. Raises ``IdempotencyKeyReused``
-    (422) for the same key with another body and ``RequestInFlight`` (409) while the first
-    request is still running. A claim left by a crashed request is taken over once stale."""
-    inserted = await session.execute(
-        insert_ignoring_conflict(
-            session,
-            BookingRequest.__table__,
-            {
-                "openid": openid,
-                "idempotency_key": key,
-                "request_hash": request_hash,
-                "state": "in_flight",
-                "created_at": now,
-                "updated_at": now,
-            },
-            conflict_columns=["openid", "idempotency_key"],
-        )
+    (422) for the same key with another body and ``RequestInFlight`` (409) while another
+    request holds a fresh claim. On PostgreSQL a concurrent request with the same key waits
+    at the INSERT until the first commits, then finds its outcome. A claim left behind by
+    a crashed request is taken over once stale."""
+    conn = await session.connection()
+    inserted = await conn.execute(
+        repo.CLAIM[conn.dialect.name],
+        {
+            "openid": openid,
+            "idempotency_key": key,
+            "request_hash": request_hash,
+            "state": "in_flight",
+            "created_at": now,
+            "updated_at": now,
+        },
     )
     if int(getattr(inserted, "rowcount", 0)) == 1:
         return None
-    row = (
-        await session.execute(
-            select(BookingRequest).where(
-                BookingRequest.openid == openid, BookingRequest.idempotency_key == key
-            )
-        )
-    ).scalar_one()
+    row = (await conn.execute(repo.REQUEST_BY_KEY, {"openid": openid, "key": key})).one()
     if row.request_hash != request_hash:
         raise errors.IdempotencyKeyReused
     if row.state == "done" and row.booking_id is not None:
-        return row.booking_id
+        return int(row.booking_id)
     if row.state == "in_flight" and now - row.updated_at < IN_FLIGHT_STALE:
         raise errors.RequestInFlight
     taken = await session.execute(
@@ -342,14 +336,23 @@ async def claim_request(
     return None
 
 
+async def replayed_booking(session: AsyncSession, *, openid: str, key: str) -> int | None:
+    """The booking this key already made, if any (one primary-key read, no lock)."""
+    conn = await session.connection()
+    row = (await conn.execute(repo.REQUEST_BY_KEY, {"openid": openid, "key": key})).first()
+    if row is None or row.state != "done" or row.booking_id is None:
+        return None
+    return int(row.booking_id)
+
+
 async def finish_request(
     session: AsyncSession, *, openid: str, key: str, booking_id: int, now: datetime
 ) -> None:
     """Record the booking under the key, in the booking's own transaction."""
-    await session.execute(
-        update(BookingRequest)
-        .where(BookingRequest.openid == openid, BookingRequest.idempotency_key == key)
-        .values(state="done", booking_id=booking_id, updated_at=now)
+    conn = await session.connection()
+    await conn.execute(
+        repo.FINISH,
+        {"b_openid": openid, "b_key": key, "b_booking_id": booking_id, "b_now": now},
     )
 
 
@@ -379,29 +382,7 @@ async def booking_by_id(
 # --------------------------------------------------------------------------- booking
 
 
-async def book(
-    session: AsyncSession,
-    *,
-    scope: PatientScope,
-    card_id: int,
-    slot_id: int,
-    policy: BookingPolicy,
-    now: datetime,
-) -> BookingView:
-    """Book a slot for one of the caller's cards.
-
-    Checks, in order: the card is the caller's and usable; the slot exists; its schedule is
-    open, released, not past and before the cut-off; the card is not blocked; it has fewer
-    than K open bookings; fewer than M of the account's cards are in this session. Then one
-    INSERT (whose unique ``active_day_key`` enforces one booking per card per doctor per
-    day) and ONE guarded UPDATE of the slot; the HIS registration is queued in the outbox.
-    """
-    card: BoundCard = scope.card(card_id)
-    if not card.usable:
-        raise errors.CardNotUsable
-    slot = await catalog.slot_for_booking(session, slot_id=slot_id)
-    if slot is None:
-        raise errors.SlotUnknown
+def _check_times(slot: SlotForBooking, policy: BookingPolicy, now: datetime) -> None:
     if slot.status == catalog.SUSPENDED:
         raise errors.ScheduleSuspended
     clock = get_clock()
@@ -412,92 +393,174 @@ async def book(
         raise errors.ScheduleNotReleased(opens_at=opens.isoformat())
     if now > slot.starts_at - policy.cutoff:
         raise errors.BookingClosed
+
+
+async def book(
+    session: AsyncSession,
+    *,
+    scope: PatientScope,
+    card_id: int,
+    slot_id: int,
+    policy: BookingPolicy,
+    now: datetime,
+    ip: str | None = None,
+) -> BookingView:
+    """Book a slot for one of the caller's cards.
+
+    Checks, in order: the card is the caller's and usable; the slot exists; its schedule is
+    open, released, not past and before the cut-off; the pool is not known to be empty;
+    the card is not blocked; it has fewer than K open bookings; fewer than M of the
+    account's cards are in this session (on PostgreSQL under transaction-scoped locks of
+    the card and of the account's session, so two racing requests cannot both pass the
+    count). Then ONE guarded UPDATE takes the slot and one INSERT (whose unique
+    ``active_day_key`` enforces one booking per card per doctor per day) writes the
+    booking; the HIS registration is queued in the outbox. A refusal leaves nothing
+    written (a lost step is undone by the statement after it, in the same transaction).
+
+    Seven statements on the way to a booking, none through the ORM unit of work; the slot
+    and schedule come from a cache a few seconds old (``catalog.slot_for_booking``), which
+    is safe because the guarded UPDATE re-checks everything that can change.
+    """
+    card: BoundCard = scope.card(card_id)
+    if not card.usable:
+        raise errors.CardNotUsable
+    slot = await catalog.slot_for_booking(session, slot_id=slot_id, cached=True)
+    if slot is None:
+        raise errors.SlotUnknown
+    _check_times(slot, policy, now)
     if catalog.known_full(slot.schedule_id):
         raise errors.ScheduleFull
-    credit = await credit_status(session, card_id=card.card_id, policy=policy, now=now)
-    if credit.blocked:
-        raise errors.BookingBlocked(until=credit.blocked_until_at)
-    today = clock.local_date_of(now)
-    open_count = int(
-        (
-            await session.execute(
-                select(func.count()).where(
-                    Booking.card_id == card.card_id,
-                    Booking.status == BOOKED,
-                    Booking.on_date >= today,
-                )
-            )
-        ).scalar_one()
-    )
-    if open_count >= policy.max_open_per_card:
+    conn = await session.connection()
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        await conn.execute(
+            repo.LOCK_KEYS,
+            repo.lock_keys(card_id=card.card_id, openid=scope.openid, schedule_id=slot.schedule_id),
+        )
+    today = get_clock().local_date_of(now)
+    checks = (
+        await conn.execute(
+            repo.CHECKS,
+            {
+                "card_id": card.card_id,
+                "now": now,
+                "today": today,
+                "openid": scope.openid,
+                "schedule_id": slot.schedule_id,
+            },
+        )
+    ).one()
+    if checks.blocked_until_at is not None:
+        raise errors.BookingBlocked(until=checks.blocked_until_at)
+    if checks.open_bookings >= policy.max_open_per_card:
         raise errors.TooManyOpenBookings(limit=policy.max_open_per_card)
-    cards_in_session = set(
-        (
-            await session.execute(
-                select(Booking.card_id).where(
-                    Booking.openid == scope.openid,
-                    Booking.schedule_id == slot.schedule_id,
-                    Booking.status.in_((BOOKED, CHECKED_IN)),
-                )
-            )
-        ).scalars()
-    )
-    if card.card_id not in cards_in_session and len(cards_in_session) >= (
+    if not checks.card_in_session and checks.other_cards_in_session >= (
         policy.max_cards_per_session
     ):
         raise errors.TooManyCardsInSession(limit=policy.max_cards_per_session)
 
-    booking = Booking(
-        booking_ref=_new_ref(),
-        openid=scope.openid,
+    values: dict[str, Any] = {
+        "booking_ref": _new_ref(),
+        "openid": scope.openid,
+        "card_id": card.card_id,
+        "card_no": card.card_no,
+        "slot_id": slot.slot_id,
+        "schedule_id": slot.schedule_id,
+        "his_schedule_id": slot.his_schedule_id,
+        "doctor_code": slot.doctor_code,
+        "department_code": slot.department_code,
+        "on_date": slot.on_date,
+        "period": slot.period,
+        "level": slot.level,
+        "fee_fen": slot.fee_fen,
+        "sequence_no": slot.sequence_no,
+        "starts_at": slot.starts_at,
+        "ends_at": slot.ends_at,
+        "status": BOOKED,
+        "active_day_key": _day_key(card.card_id, slot.doctor_code, slot.on_date),
+        "his_state": HIS_PENDING,
+        "created_at": now,
+    }
+    if dialect == "postgresql":
+        # Slot first, with the next booking id: a lost race (the common refusal at the
+        # release time) costs this one UPDATE and writes nothing.
+        booking_id = await catalog.claim_slot(
+            session, slot_id=slot.slot_id, booking_id=repo.NEXT_BOOKING_ID
+        )
+        if booking_id is None:
+            await _refuse_taken(session, slot)
+        assert booking_id is not None
+        inserted = await conn.execute(repo.INSERT_BOOKING[dialect], {"id": booking_id, **values})
+        if inserted.scalar_one_or_none() is None:
+            await catalog.release_slot(session, slot_id=slot.slot_id, booking_id=booking_id)
+            raise errors.DuplicateBooking
+    else:
+        # SQLite: one writer at a time, so the order costs nothing; the id comes from
+        # the INSERT.
+        new_id = (await conn.execute(repo.INSERT_BOOKING[dialect], values)).scalar_one_or_none()
+        if new_id is None:
+            raise errors.DuplicateBooking
+        booking_id = int(new_id)
+        if not await catalog.take_slot(session, slot_id=slot.slot_id, booking_id=booking_id):
+            await conn.execute(repo.DELETE_BOOKING, {"booking_id": booking_id})
+            await _refuse_taken(session, slot)
+    await outbox.enqueue(
+        session, REGISTER_JOB, booking_id=booking_id, dedupe_key=f"{REGISTER_JOB}:{booking_id}"
+    )
+    await audit.append(
+        session,
+        at=now,
+        actor=scope.openid,
+        action="booking.book",
+        record_type="booking",
+        record_id=booking_id,
         card_id=card.card_id,
-        card_no=card.card_no,
-        slot_id=slot.slot_id,
-        schedule_id=slot.schedule_id,
-        his_schedule_id=slot.his_schedule_id,
-        doctor_code=slot.doctor_code,
-        department_code=slot.department_code,
-        on_date=slot.on_date,
-        period=slot.period,
-        level=slot.level,
-        fee_fen=slot.fee_fen,
-        sequence_no=slot.sequence_no,
-        starts_at=slot.starts_at,
-        ends_at=slot.ends_at,
+        ip=ip,
+    )
+    return _view_of_values(booking_id, values, policy, now)
+
+
+async def _refuse_taken(session: AsyncSession, cached: SlotForBooking) -> NoReturn:
+    """The guarded UPDATE found the slot not free: say precisely why, from the database
+    (the cached slot may be seconds old)."""
+    slot = await catalog.slot_for_booking(session, slot_id=cached.slot_id)
+    if slot is None:
+        raise errors.SlotUnknown
+    if slot.status == catalog.SUSPENDED:
+        raise errors.ScheduleSuspended
+    if not await catalog.has_free_slot(session, schedule_id=slot.schedule_id):
+        catalog.mark_full(slot.schedule_id)
+        raise errors.ScheduleFull
+    raise errors.SlotTaken
+
+
+def _view_of_values(
+    booking_id: int, v: dict[str, Any], policy: BookingPolicy, now: datetime
+) -> BookingView:
+    deadline = cancel_deadline(v["on_date"], policy)
+    open_ = now < deadline
+    return BookingView(
+        booking_id=booking_id,
+        booking_ref=v["booking_ref"],
+        card_id=v["card_id"],
+        card_no=v["card_no"],
+        schedule_id=v["schedule_id"],
+        doctor_code=v["doctor_code"],
+        department_code=v["department_code"],
+        on_date=v["on_date"],
+        period=v["period"],
+        level=v["level"],
+        fee_fen=v["fee_fen"],
+        sequence_no=v["sequence_no"],
+        starts_at=v["starts_at"],
+        ends_at=v["ends_at"],
         status=BOOKED,
-        active_day_key=_day_key(card.card_id, slot.doctor_code, slot.on_date),
         his_state=HIS_PENDING,
         created_at=now,
+        cancel_deadline_at=deadline,
+        cancellable=open_,
+        not_cancellable_reason=None if open_ else "booking_cancel_deadline_passed",
     )
-    savepoint = await session.begin_nested()
-    try:
-        session.add(booking)
-        try:
-            await session.flush()
-        except IntegrityError as exc:
-            raise errors.DuplicateBooking from exc
-        if not await catalog.take_slot(session, slot_id=slot.slot_id, booking_id=booking.id):
-            if not await catalog.has_free_slot(session, schedule_id=slot.schedule_id):
-                catalog.mark_full(slot.schedule_id)
-                raise errors.ScheduleFull
-            raise errors.SlotTaken
-        await outbox.enqueue(
-            session, REGISTER_JOB, booking_id=booking.id, dedupe_key=f"{REGISTER_JOB}:{booking.id}"
-        )
-        await audit.record(
-            session,
-            at=now,
-            actor=scope.openid,
-            action="booking.book",
-            record_type="booking",
-            record_id=booking.id,
-            card_id=card.card_id,
-        )
-    except BaseException:
-        await savepoint.rollback()
-        raise
-    await savepoint.commit()
-    return _view(booking, policy, now)
 
 
 async def cancel(

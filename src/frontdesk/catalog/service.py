@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -181,6 +181,7 @@ async def apply_pool(session: AsyncSession, pool: port.SlotPool) -> bool:
         .values(his_available=False)
     )
     cache.full_pools.forget(schedule_id)
+    slot_cache.clear()  # times or numbers may have moved
     return True
 
 
@@ -196,6 +197,7 @@ async def suspend(session: AsyncSession, *, his_schedule_id: str, now: datetime)
     local = done.scalar_one_or_none()
     if local is not None:
         cache.full_pools.put(local, True)
+        slot_cache.clear()
     return local
 
 
@@ -210,19 +212,52 @@ async def local_schedule_id(session: AsyncSession, his_schedule_id: str) -> int 
 # --------------------------------------------------------------------------- slots
 
 
-async def take_slot(session: AsyncSession, *, slot_id: int, booking_id: int) -> bool:
-    """Give a free slot to a booking: ONE guarded UPDATE, true only for the one winner.
-
-    The same statement on SQLite (transactions are BEGIN IMMEDIATE) and PostgreSQL (the
-    row lock makes a racing UPDATE re-check ``booking_id IS NULL`` after the winner
-    commits), so no slot is ever given twice."""
-    done = await session.execute(
-        update(Slot)
-        .where(Slot.id == slot_id, Slot.booking_id.is_(None), Slot.his_available.is_(True))
-        .values(booking_id=booking_id)
-        .execution_options(synchronize_session=False)
+def _take_stmt() -> Any:
+    suspended = (
+        select(Schedule.id)
+        .where(Schedule.id == Slot.schedule_id, Schedule.status == SUSPENDED)
+        .exists()
     )
-    return int(getattr(done, "rowcount", 0)) == 1
+    return (
+        update(Slot)
+        .where(
+            Slot.id == bindparam("slot_id"),
+            Slot.booking_id.is_(None),
+            Slot.his_available.is_(True),
+            ~suspended,
+        )
+        .values(booking_id=bindparam("new_booking_id"))
+        .returning(Slot.booking_id)
+    )
+
+
+# Built once: the hot path runs it thousands of times a second at release time.
+_TAKE = _take_stmt()
+
+
+async def claim_slot(session: AsyncSession, *, slot_id: int, booking_id: Any) -> int | None:
+    """Give a free slot of an unsuspended schedule to a booking: ONE guarded UPDATE, which
+    returns the booking id it stored for the one winner and None for everybody else.
+
+    ``booking_id`` is an id or a SQL expression (booking passes ``nextval`` of its own
+    sequence on PostgreSQL, so the slot is taken before the booking row is written). The
+    same statement on SQLite (transactions are BEGIN IMMEDIATE) and PostgreSQL (the row
+    lock makes a racing UPDATE re-check ``booking_id IS NULL`` after the winner commits),
+    so no slot is ever given twice. The schedule's status is checked in the statement too,
+    so a cached "open" can never book a suspended session."""
+    conn = await session.connection()
+    if isinstance(booking_id, int):
+        found = await conn.execute(_TAKE, {"slot_id": slot_id, "new_booking_id": booking_id})
+    else:
+        stmt = _take_stmt().values(booking_id=booking_id)
+        found = await conn.execute(stmt, {"slot_id": slot_id})
+    taken = found.scalar_one_or_none()
+    return int(taken) if taken is not None else None
+
+
+async def take_slot(session: AsyncSession, *, slot_id: int, booking_id: int) -> bool:
+    """``claim_slot`` for a known booking id: true only for the one winner."""
+    return await claim_slot(session, slot_id=slot_id, booking_id=booking_id) is not None
 
 
 async def release_slot(
@@ -266,18 +301,32 @@ async def has_free_slot(session: AsyncSession, *, schedule_id: int) -> bool:
     return found.scalar_one_or_none() is not None
 
 
-async def slot_for_booking(session: AsyncSession, *, slot_id: int) -> SlotForBooking | None:
-    row = (
-        await session.execute(
-            select(Slot, Schedule)
-            .join(Schedule, Schedule.id == Slot.schedule_id)
-            .where(Slot.id == slot_id)
-        )
-    ).one_or_none()
+_SLOT_FOR_BOOKING = (
+    select(Slot, Schedule)
+    .join(Schedule, Schedule.id == Slot.schedule_id)
+    .where(Slot.id == bindparam("slot_id"))
+)
+
+# What booking needs of a slot, by slot id, a few seconds old at most: a slot's number,
+# times and schedule do not change during the rush, and everything that does (free, the
+# HIS's availability, a suspension) is re-checked by the guarded UPDATE in ``claim_slot``.
+slot_cache: cache.TtlCache[SlotForBooking] = cache.TtlCache(3.0, max_entries=50_000)
+
+
+async def slot_for_booking(
+    session: AsyncSession, *, slot_id: int, cached: bool = False
+) -> SlotForBooking | None:
+    """The slot and its schedule. ``cached`` answers from ``slot_cache`` when it can (the
+    booking path); ``free`` and ``status`` of a cached answer may then be seconds old."""
+    if cached:
+        hit = slot_cache.get(slot_id)
+        if hit is not None:
+            return hit
+    row = (await session.execute(_SLOT_FOR_BOOKING, {"slot_id": slot_id})).one_or_none()
     if row is None:
         return None
     slot, sched = row
-    return SlotForBooking(
+    found = SlotForBooking(
         slot_id=slot.id,
         sequence_no=slot.sequence_no,
         starts_at=slot.starts_at,
@@ -293,6 +342,18 @@ async def slot_for_booking(session: AsyncSession, *, slot_id: int) -> SlotForBoo
         fee_fen=sched.fee_fen,
         status=sched.status,
     )
+    slot_cache.put(slot_id, found)
+    return found
+
+
+def configure_caches(ttl_seconds: float) -> None:
+    """How long the read-storm caches keep an answer (``booking_cache_seconds``)."""
+    page_cache.ttl = slot_cache.ttl = cache.full_pools.ttl = ttl_seconds
+
+
+def cached_slot(slot_id: int) -> SlotForBooking | None:
+    """The cached slot, if this process read it a moment ago (no database touched)."""
+    return slot_cache.get(slot_id)
 
 
 # --------------------------------------------------------------------------- browsing

@@ -73,6 +73,43 @@ async def record(
     return entry
 
 
+async def append(
+    session: AsyncSession,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    record_type: str,
+    record_id: str | int,
+    card_id: int | None = None,
+    ip: str | None = None,
+    request_id: str | None = None,
+    outcome: str = "ok",
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """``record`` as one prebuilt INSERT on the session's connection, for hot paths: it
+    neither builds an ORM object nor flushes the session."""
+    conn = await session.connection()
+    await conn.execute(
+        _APPEND,
+        {
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "record_type": record_type,
+            "record_id": str(record_id),
+            "card_id": card_id,
+            "ip": ip,
+            "request_id": request_id,
+            "outcome": outcome,
+            "detail": detail or {},
+        },
+    )
+
+
+_APPEND = AuditEntry.__table__.insert()
+
+
 async def count(
     session: AsyncSession, *, action: str | None = None, record_id: str | None = None
 ) -> int:

@@ -36,12 +36,13 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from frontdesk.core.clock import now as clock_now
 from frontdesk.core.models import Base, BigId, UTCDateTime
-from frontdesk.core.sql import insert_ignoring_conflict
+from frontdesk.core.sql import dialect_name
 
 log = logging.getLogger("frontdesk.outbox")
 
@@ -199,21 +200,23 @@ async def enqueue(
         "created_at": now,
         "run_after_at": run_after or now,
     }
-    table = OutboxJob.__table__
-    if dedupe_key is None:
-        result = await session.execute(
-            table.insert().values(**values).returning(table.c.id)  # type: ignore[attr-defined]
-        )
-        return int(result.scalar_one())
-    stmt = insert_ignoring_conflict(
-        session,
-        table,
-        values,
-        conflict_columns=["dedupe_key"],
-    )
-    result = await session.execute(stmt.returning(table.c.id))
+    conn = await session.connection()
+    result = await conn.execute(_ENQUEUE[(dialect_name(session), dedupe_key is not None)], values)
     job_id = result.scalar_one_or_none()
     return int(job_id) if job_id is not None else None
+
+
+def _enqueue_stmt(dialect: str, dedupe: bool) -> Any:
+    table = OutboxJob.__table__
+    if not dedupe:
+        return table.insert().returning(table.c.id)  # type: ignore[attr-defined]
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    return stmt.returning(table.c.id)
+
+
+# Built once per dialect: enqueue runs in every booking at release time.
+_ENQUEUE = {(d, k): _enqueue_stmt(d, k) for d in ("postgresql", "sqlite") for k in (True, False)}
 
 
 # --------------------------------------------------------------------------- running
