@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from frontdesk.booking.models import (
@@ -38,10 +38,6 @@ def _insert_booking(dialect: str) -> Any:
 
 
 INSERT_BOOKING = {d: _insert_booking(d) for d in ("postgresql", "sqlite")}
-
-# The id of the next booking, drawn before the row is written (PostgreSQL only): the slot
-# is taken with it first, so a lost race costs one UPDATE and writes nothing.
-NEXT_BOOKING_ID = text("nextval(pg_get_serial_sequence('booking', 'id'))")
 
 DELETE_BOOKING = delete(Booking).where(Booking.id == bindparam("booking_id"))
 
@@ -91,7 +87,6 @@ CHECKS = select(
 # committed: the count-then-insert of the caps cannot race. Keys are taken in ascending
 # order, so two transactions never wait for each other in a circle. (SQLite needs none of
 # this: BEGIN IMMEDIATE already lets one writer in at a time.)
-LOCK_KEYS = text("SELECT pg_advisory_xact_lock(:ns, :k1), pg_advisory_xact_lock(:ns, :k2)")
 LOCK_NAMESPACE = 7_007
 
 
@@ -138,4 +133,69 @@ FINISH = (
         BookingRequest.idempotency_key == bindparam("b_key"),
     )
     .values(state="done", booking_id=bindparam("b_booking_id"), updated_at=bindparam("b_now"))
+)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+# The same statements for asyncpg directly (``core.sql.pg_connection``): at the release
+# time SQLAlchemy's per-statement Python costs more than PostgreSQL's work. Kept next to
+# the Core versions above; the whole suite runs on both databases, so both are tested.
+
+NEXT_BOOKING_ID_SQL = "nextval(pg_get_serial_sequence('booking', 'id'))"
+
+LOCK_KEYS_PG = "SELECT pg_advisory_xact_lock($1, $2)::text, pg_advisory_xact_lock($1, $3)::text"
+
+CHECKS_PG = """
+SELECT
+  (SELECT max(blocked_until_at) FROM credit_block
+    WHERE card_id = $1 AND lifted_at IS NULL AND blocked_until_at > $2) AS blocked_until_at,
+  (SELECT count(*) FROM booking
+    WHERE card_id = $1 AND status = 'booked' AND on_date >= $3) AS open_bookings,
+  (SELECT count(DISTINCT card_id) FROM booking
+    WHERE openid = $4 AND schedule_id = $5 AND status IN ('booked', 'checked_in')
+      AND card_id <> $1) AS other_cards_in_session,
+  (SELECT count(*) FROM booking
+    WHERE openid = $4 AND schedule_id = $5 AND status IN ('booked', 'checked_in')
+      AND card_id = $1) AS card_in_session
+"""
+
+BOOKING_COLUMNS = (
+    "id",
+    "booking_ref",
+    "openid",
+    "card_id",
+    "card_no",
+    "slot_id",
+    "schedule_id",
+    "his_schedule_id",
+    "doctor_code",
+    "department_code",
+    "on_date",
+    "period",
+    "level",
+    "fee_fen",
+    "sequence_no",
+    "starts_at",
+    "ends_at",
+    "status",
+    "active_day_key",
+    "his_state",
+    "created_at",
+)
+# Built from the constant column list above (no input reaches it).
+INSERT_BOOKING_PG = (
+    f"INSERT INTO booking ({', '.join(BOOKING_COLUMNS)}) VALUES "  # noqa: S608
+    f"({', '.join(f'${n}' for n in range(1, len(BOOKING_COLUMNS) + 1))}) "
+    "ON CONFLICT (active_day_key) DO NOTHING RETURNING id"
+)
+
+CLAIM_PG = (
+    "INSERT INTO booking_request (openid, idempotency_key, request_hash, state, created_at,"
+    " updated_at) VALUES ($1, $2, $3, 'in_flight', $4, $4)"
+    " ON CONFLICT (openid, idempotency_key) DO NOTHING RETURNING 1"
+)
+
+FINISH_PG = (
+    "UPDATE booking_request SET state = 'done', booking_id = $3, updated_at = $4"
+    " WHERE openid = $1 AND idempotency_key = $2"
 )

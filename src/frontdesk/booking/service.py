@@ -44,6 +44,7 @@ from frontdesk.core import audit, outbox
 from frontdesk.core.clock import get_clock
 from frontdesk.core.i18n import translate
 from frontdesk.core.money import format_fen
+from frontdesk.core.sql import pg_connection
 from frontdesk.wechat.oa.templates import queue_template
 
 log = logging.getLogger("frontdesk.booking")
@@ -300,19 +301,26 @@ async def claim_request(
     request holds a fresh claim. On PostgreSQL a concurrent request with the same key waits
     at the INSERT until the first commits, then finds its outcome. A claim left behind by
     a crashed request is taken over once stale."""
+    pg = await pg_connection(session)
+    if pg is not None and await pg.fetchval(repo.CLAIM_PG, openid, key, request_hash, now):
+        return None
     conn = await session.connection()
-    inserted = await conn.execute(
-        repo.CLAIM[conn.dialect.name],
-        {
-            "openid": openid,
-            "idempotency_key": key,
-            "request_hash": request_hash,
-            "state": "in_flight",
-            "created_at": now,
-            "updated_at": now,
-        },
+    inserted = (
+        None
+        if pg is not None
+        else await conn.execute(
+            repo.CLAIM[conn.dialect.name],
+            {
+                "openid": openid,
+                "idempotency_key": key,
+                "request_hash": request_hash,
+                "state": "in_flight",
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
     )
-    if int(getattr(inserted, "rowcount", 0)) == 1:
+    if inserted is not None and int(getattr(inserted, "rowcount", 0)) == 1:
         return None
     row = (await conn.execute(repo.REQUEST_BY_KEY, {"openid": openid, "key": key})).one()
     if row.request_hash != request_hash:
@@ -349,6 +357,10 @@ async def finish_request(
     session: AsyncSession, *, openid: str, key: str, booking_id: int, now: datetime
 ) -> None:
     """Record the booking under the key, in the booking's own transaction."""
+    pg = await pg_connection(session)
+    if pg is not None:
+        await pg.execute(repo.FINISH_PG, openid, key, booking_id, now)
+        return
     conn = await session.connection()
     await conn.execute(
         repo.FINISH,
@@ -430,35 +442,7 @@ async def book(
     _check_times(slot, policy, now)
     if catalog.known_full(slot.schedule_id):
         raise errors.ScheduleFull
-    conn = await session.connection()
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        await conn.execute(
-            repo.LOCK_KEYS,
-            repo.lock_keys(card_id=card.card_id, openid=scope.openid, schedule_id=slot.schedule_id),
-        )
     today = get_clock().local_date_of(now)
-    checks = (
-        await conn.execute(
-            repo.CHECKS,
-            {
-                "card_id": card.card_id,
-                "now": now,
-                "today": today,
-                "openid": scope.openid,
-                "schedule_id": slot.schedule_id,
-            },
-        )
-    ).one()
-    if checks.blocked_until_at is not None:
-        raise errors.BookingBlocked(until=checks.blocked_until_at)
-    if checks.open_bookings >= policy.max_open_per_card:
-        raise errors.TooManyOpenBookings(limit=policy.max_open_per_card)
-    if not checks.card_in_session and checks.other_cards_in_session >= (
-        policy.max_cards_per_session
-    ):
-        raise errors.TooManyCardsInSession(limit=policy.max_cards_per_session)
-
     values: dict[str, Any] = {
         "booking_ref": _new_ref(),
         "openid": scope.openid,
@@ -481,29 +465,11 @@ async def book(
         "his_state": HIS_PENDING,
         "created_at": now,
     }
-    if dialect == "postgresql":
-        # Slot first, with the next booking id: a lost race (the common refusal at the
-        # release time) costs this one UPDATE and writes nothing.
-        booking_id = await catalog.claim_slot(
-            session, slot_id=slot.slot_id, booking_id=repo.NEXT_BOOKING_ID
-        )
-        if booking_id is None:
-            await _refuse_taken(session, slot)
-        assert booking_id is not None
-        inserted = await conn.execute(repo.INSERT_BOOKING[dialect], {"id": booking_id, **values})
-        if inserted.scalar_one_or_none() is None:
-            await catalog.release_slot(session, slot_id=slot.slot_id, booking_id=booking_id)
-            raise errors.DuplicateBooking
+    pg = await pg_connection(session)
+    if pg is not None:
+        booking_id = await _book_pg(session, pg, slot, values, policy=policy, today=today)
     else:
-        # SQLite: one writer at a time, so the order costs nothing; the id comes from
-        # the INSERT.
-        new_id = (await conn.execute(repo.INSERT_BOOKING[dialect], values)).scalar_one_or_none()
-        if new_id is None:
-            raise errors.DuplicateBooking
-        booking_id = int(new_id)
-        if not await catalog.take_slot(session, slot_id=slot.slot_id, booking_id=booking_id):
-            await conn.execute(repo.DELETE_BOOKING, {"booking_id": booking_id})
-            await _refuse_taken(session, slot)
+        booking_id = await _book_core(session, slot, values, policy=policy, today=today)
     await outbox.enqueue(
         session, REGISTER_JOB, booking_id=booking_id, dedupe_key=f"{REGISTER_JOB}:{booking_id}"
     )
@@ -518,6 +484,91 @@ async def book(
         ip=ip,
     )
     return _view_of_values(booking_id, values, policy, now)
+
+
+def _check_caps(checks: Any, policy: BookingPolicy) -> None:
+    if checks["blocked_until_at"] is not None:
+        raise errors.BookingBlocked(until=checks["blocked_until_at"])
+    if checks["open_bookings"] >= policy.max_open_per_card:
+        raise errors.TooManyOpenBookings(limit=policy.max_open_per_card)
+    if not checks["card_in_session"] and checks["other_cards_in_session"] >= (
+        policy.max_cards_per_session
+    ):
+        raise errors.TooManyCardsInSession(limit=policy.max_cards_per_session)
+
+
+async def _book_pg(
+    session: AsyncSession,
+    pg: Any,
+    slot: SlotForBooking,
+    values: dict[str, Any],
+    *,
+    policy: BookingPolicy,
+    today: date,
+) -> int:
+    """PostgreSQL, on asyncpg directly: lock the card and the account's session, check
+    the caps, take the slot with the next booking id (a lost race costs this one UPDATE
+    and writes nothing), write the booking."""
+    keys = repo.lock_keys(
+        card_id=values["card_id"], openid=values["openid"], schedule_id=slot.schedule_id
+    )
+    await pg.fetchrow(repo.LOCK_KEYS_PG, keys["ns"], keys["k1"], keys["k2"])
+    checks = await pg.fetchrow(
+        repo.CHECKS_PG,
+        values["card_id"],
+        values["created_at"],
+        today,
+        values["openid"],
+        slot.schedule_id,
+    )
+    _check_caps(checks, policy)
+    booking_id = await catalog.claim_slot(
+        session, slot_id=slot.slot_id, next_id_sql=repo.NEXT_BOOKING_ID_SQL
+    )
+    if booking_id is None:
+        await _refuse_taken(session, slot)
+    row = {**values, "id": booking_id}
+    inserted = await pg.fetchval(repo.INSERT_BOOKING_PG, *(row[c] for c in repo.BOOKING_COLUMNS))
+    if inserted is None:
+        assert booking_id is not None
+        await catalog.release_slot(session, slot_id=slot.slot_id, booking_id=booking_id)
+        raise errors.DuplicateBooking
+    return int(inserted)
+
+
+async def _book_core(
+    session: AsyncSession,
+    slot: SlotForBooking,
+    values: dict[str, Any],
+    *,
+    policy: BookingPolicy,
+    today: date,
+) -> int:
+    """SQLite: BEGIN IMMEDIATE already lets one writer in at a time, so no lock is needed
+    and the order costs nothing; the booking id comes from the INSERT."""
+    conn = await session.connection()
+    checks = (
+        await conn.execute(
+            repo.CHECKS,
+            {
+                "card_id": values["card_id"],
+                "now": values["created_at"],
+                "today": today,
+                "openid": values["openid"],
+                "schedule_id": slot.schedule_id,
+            },
+        )
+    ).one()
+    _check_caps(checks._mapping, policy)
+    dialect = conn.dialect.name
+    new_id = (await conn.execute(repo.INSERT_BOOKING[dialect], values)).scalar_one_or_none()
+    if new_id is None:
+        raise errors.DuplicateBooking
+    booking_id = int(new_id)
+    if not await catalog.take_slot(session, slot_id=slot.slot_id, booking_id=booking_id):
+        await conn.execute(repo.DELETE_BOOKING, {"booking_id": booking_id})
+        await _refuse_taken(session, slot)
+    return booking_id
 
 
 async def _refuse_taken(session: AsyncSession, cached: SlotForBooking) -> NoReturn:

@@ -26,7 +26,7 @@ from frontdesk.catalog.schemas import (
     SlotView,
     SyncResult,
 )
-from frontdesk.core.sql import dialect_name
+from frontdesk.core.sql import dialect_name, pg_connection
 from frontdesk.his import port
 
 SUSPENDED = port.ScheduleStatus.suspended.value
@@ -235,23 +235,41 @@ def _take_stmt() -> Any:
 _TAKE = _take_stmt()
 
 
-async def claim_slot(session: AsyncSession, *, slot_id: int, booking_id: Any) -> int | None:
+# The same statement for asyncpg directly (see ``core.sql.pg_connection``); {next_id} is
+# the booking id: a parameter, or booking's own ``nextval`` expression.
+_TAKE_PG = (
+    "UPDATE slot SET booking_id = {next_id} WHERE slot.id = $1 AND slot.booking_id IS NULL"
+    " AND slot.his_available IS true AND NOT EXISTS (SELECT 1 FROM catalog_schedule"
+    " WHERE catalog_schedule.id = slot.schedule_id AND catalog_schedule.status = $2)"
+    " RETURNING slot.booking_id"
+)
+
+
+async def claim_slot(
+    session: AsyncSession, *, slot_id: int, booking_id: int | None = None, next_id_sql: str = ""
+) -> int | None:
     """Give a free slot of an unsuspended schedule to a booking: ONE guarded UPDATE, which
     returns the booking id it stored for the one winner and None for everybody else.
 
-    ``booking_id`` is an id or a SQL expression (booking passes ``nextval`` of its own
-    sequence on PostgreSQL, so the slot is taken before the booking row is written). The
-    same statement on SQLite (transactions are BEGIN IMMEDIATE) and PostgreSQL (the row
-    lock makes a racing UPDATE re-check ``booking_id IS NULL`` after the winner commits),
-    so no slot is ever given twice. The schedule's status is checked in the statement too,
-    so a cached "open" can never book a suspended session."""
+    The booking id is ``booking_id``, or (PostgreSQL) the SQL expression ``next_id_sql``:
+    booking passes ``nextval`` of its own sequence, so the slot is taken before the
+    booking row is written. The same statement on SQLite (transactions are BEGIN
+    IMMEDIATE) and PostgreSQL (the row lock makes a racing UPDATE re-check ``booking_id IS
+    NULL`` after the winner commits), so no slot is ever given twice. The schedule's
+    status is checked in the statement too, so a cached "open" never books a suspended
+    session."""
+    pg = await pg_connection(session)
+    if pg is not None:
+        if booking_id is not None:
+            found = await pg.fetchval(_TAKE_PG.format(next_id="$3"), slot_id, SUSPENDED, booking_id)
+        else:
+            found = await pg.fetchval(_TAKE_PG.format(next_id=next_id_sql), slot_id, SUSPENDED)
+        return int(found) if found is not None else None
+    if booking_id is None:
+        raise ValueError("a booking id is needed outside PostgreSQL")
     conn = await session.connection()
-    if isinstance(booking_id, int):
-        found = await conn.execute(_TAKE, {"slot_id": slot_id, "new_booking_id": booking_id})
-    else:
-        stmt = _take_stmt().values(booking_id=booking_id)
-        found = await conn.execute(stmt, {"slot_id": slot_id})
-    taken = found.scalar_one_or_none()
+    result = await conn.execute(_TAKE, {"slot_id": slot_id, "new_booking_id": booking_id})
+    taken = result.scalar_one_or_none()
     return int(taken) if taken is not None else None
 
 

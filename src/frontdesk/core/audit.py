@@ -7,6 +7,7 @@ retention (at least 180 days) is therefore "forever" unless an operator archives
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from frontdesk.core.models import Base, BigId, UTCDateTime
+from frontdesk.core.sql import pg_connection
 
 
 class AuditEntry(Base):
@@ -89,6 +91,22 @@ async def append(
 ) -> None:
     """``record`` as one prebuilt INSERT on the session's connection, for hot paths: it
     neither builds an ORM object nor flushes the session."""
+    pg = await pg_connection(session)
+    if pg is not None:
+        await pg.execute(
+            _APPEND_PG,
+            at,
+            actor,
+            action,
+            record_type,
+            str(record_id),
+            card_id,
+            ip,
+            request_id,
+            outcome,
+            json.dumps(detail or {}),
+        )
+        return
     conn = await session.connection()
     await conn.execute(
         _APPEND,
@@ -108,6 +126,10 @@ async def append(
 
 
 _APPEND = AuditEntry.__table__.insert()
+_APPEND_PG = (
+    "INSERT INTO audit_log (at, actor, action, record_type, record_id, card_id, ip,"
+    " request_id, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+)
 
 
 async def count(

@@ -14,6 +14,7 @@ commit its work a second time.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import traceback
@@ -42,7 +43,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from frontdesk.core.clock import now as clock_now
 from frontdesk.core.models import Base, BigId, UTCDateTime
-from frontdesk.core.sql import dialect_name
+from frontdesk.core.sql import dialect_name, pg_connection
 
 log = logging.getLogger("frontdesk.outbox")
 
@@ -200,6 +201,19 @@ async def enqueue(
         "created_at": now,
         "run_after_at": run_after or now,
     }
+    pg = await pg_connection(session)
+    if pg is not None:
+        job_id = await pg.fetchval(
+            _ENQUEUE_PG if dedupe_key is not None else _ENQUEUE_PG_ANY,
+            name,
+            json.dumps(values["payload"]),
+            dedupe_key,
+            QUEUED,
+            attempts_cap,
+            now,
+            values["run_after_at"],
+        )
+        return int(job_id) if job_id is not None else None
     conn = await session.connection()
     result = await conn.execute(_ENQUEUE[(dialect_name(session), dedupe_key is not None)], values)
     job_id = result.scalar_one_or_none()
@@ -215,6 +229,12 @@ def _enqueue_stmt(dialect: str, dedupe: bool) -> Any:
     return stmt.returning(table.c.id)
 
 
+_ENQUEUE_PG_ANY = (
+    "INSERT INTO outbox_job (name, payload, dedupe_key, status, attempts, max_attempts,"
+    " created_at, run_after_at) VALUES ($1, $2, $3, $4, 0, $5, $6, $7)"
+)
+_ENQUEUE_PG = _ENQUEUE_PG_ANY + " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+_ENQUEUE_PG_ANY += " RETURNING id"
 # Built once per dialect: enqueue runs in every booking at release time.
 _ENQUEUE = {(d, k): _enqueue_stmt(d, k) for d in ("postgresql", "sqlite") for k in (True, False)}
 

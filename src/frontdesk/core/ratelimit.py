@@ -20,7 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from frontdesk.core.errors import TooManyRequests
 from frontdesk.core.models import Base, UTCDateTime
-from frontdesk.core.sql import dialect_name
+from frontdesk.core.sql import dialect_name, pg_connection
 
 
 class RateCounter(Base):
@@ -60,6 +60,11 @@ def _hit_stmt(dialect: str) -> Any:
     )
 
 
+_HIT_PG = (
+    "INSERT INTO rate_counter (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3) "
+    "ON CONFLICT (key, window_start) DO UPDATE SET count = rate_counter.count + 1 "
+    "RETURNING count"
+)
 # Built once per dialect (booking counts every attempt at release time).
 _HIT = {name: _hit_stmt(name) for name in ("postgresql", "sqlite")}
 
@@ -69,6 +74,9 @@ async def hit(session: AsyncSession, limit: Limit, subject: str, *, now: datetim
     epoch = int(now.timestamp())
     window = epoch // limit.window_seconds
     expires = datetime.fromtimestamp((window + 1) * limit.window_seconds, tz=now.tzinfo)
+    pg = await pg_connection(session)
+    if pg is not None:
+        return int(await pg.fetchval(_HIT_PG, f"{limit.name}:{subject}", window, expires))
     conn = await session.connection()
     found = await conn.execute(
         _HIT[dialect_name(session)],
