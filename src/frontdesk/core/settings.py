@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     # PostgreSQL connections kept per process (keep it small)
     db_pool_size: int = Field(default=8, ge=1, le=100)
     db_max_overflow: int = Field(default=4, ge=0, le=100)  # extra connections allowed under load
+    # Test each pooled PostgreSQL connection before use. Off by default: on asyncpg it costs
+    # three round trips per checkout (BEGIN, a ping, ROLLBACK), which at the booking rush
+    # is more than a booking; a dead connection is detected on use and the pool refreshed.
+    db_pool_pre_ping: bool = False
     db_echo: bool = False  # log every SQL statement
     log_level: str = "INFO"  # DEBUG, INFO, WARNING or ERROR
     log_json: bool | None = None  # None: JSON in production, readable otherwise
