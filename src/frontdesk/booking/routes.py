@@ -198,42 +198,25 @@ class Booked:
 
 
 async def _book(request: Request, session: AsyncSession, scope: PatientScope, gate: Gate) -> Booked:
-    """One transaction per attempt (the request's): count it for the account, claim the
-    idempotency key, book, record the booking under the key. A refusal raises; the routes
-    answer it without raising, so the count commits (a loop cannot reset its own counter
-    by failing) and the key's claim, dropped here, is judged afresh next time."""
-    policy = _policy(request)
+    """One transaction per attempt (the request's): ``booking.attempt`` counts it for the
+    account, claims the idempotency key, books and records the booking under the key. A
+    refusal raises; the routes answer it without raising, so the count commits (a loop
+    cannot reset its own counter by failing) with the key's claim already dropped."""
     if gate.openid != scope.openid:  # the same cookie feeds both; never trust a mix
         raise SignInRequired
-    at = now()
-    limit = _account_limit(request)
-    if await ratelimit.hit(session, limit, gate.openid, now=at) > limit.max_events:
-        raise TooManyRequests(retry_after=ratelimit.retry_after(limit, at))
-    existing = await booking.claim_request(
-        session, openid=gate.openid, key=gate.key, request_hash=gate.body.fingerprint(), now=at
+    view, replayed = await booking.attempt(
+        session,
+        scope=scope,
+        key=gate.key,
+        request_hash=gate.body.fingerprint(),
+        card_id=gate.body.card_id,
+        slot_id=gate.body.slot_id,
+        limit=_account_limit(request),
+        policy=_policy(request),
+        now=now(),
+        ip=_ip(request),
     )
-    if existing is not None:
-        view = await booking.booking_of(
-            session, scope=scope, booking_id=existing, policy=policy, now=at
-        )
-        return Booked(view, replayed=True)
-    try:
-        view = await booking.book(
-            session,
-            scope=scope,
-            card_id=gate.body.card_id,
-            slot_id=gate.body.slot_id,
-            policy=policy,
-            now=at,
-            ip=_ip(request),
-        )
-    except DomainError:
-        await booking.drop_request(session, openid=gate.openid, key=gate.key)
-        raise
-    await booking.finish_request(
-        session, openid=gate.openid, key=gate.key, booking_id=view.booking_id, now=at
-    )
-    return Booked(view, replayed=False)
+    return Booked(view, replayed=replayed)
 
 
 def _refusal(request: Request, exc: DomainError) -> Response:

@@ -40,8 +40,9 @@ from frontdesk.booking.models import (
 from frontdesk.booking.schemas import BlockView, BookingPolicy, BookingView, CreditStatus
 from frontdesk.catalog import service as catalog
 from frontdesk.catalog.schemas import SlotForBooking
-from frontdesk.core import audit, outbox
+from frontdesk.core import audit, outbox, ratelimit
 from frontdesk.core.clock import get_clock
+from frontdesk.core.errors import DomainError, TooManyRequests
 from frontdesk.core.i18n import translate
 from frontdesk.core.money import format_fen
 from frontdesk.core.sql import pg_connection
@@ -301,27 +302,30 @@ async def claim_request(
     request holds a fresh claim. On PostgreSQL a concurrent request with the same key waits
     at the INSERT until the first commits, then finds its outcome. A claim left behind by
     a crashed request is taken over once stale."""
-    pg = await pg_connection(session)
-    if pg is not None and await pg.fetchval(repo.CLAIM_PG, openid, key, request_hash, now):
-        return None
     conn = await session.connection()
-    inserted = (
-        None
-        if pg is not None
-        else await conn.execute(
-            repo.CLAIM[conn.dialect.name],
-            {
-                "openid": openid,
-                "idempotency_key": key,
-                "request_hash": request_hash,
-                "state": "in_flight",
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
+    inserted = await conn.execute(
+        repo.CLAIM[conn.dialect.name],
+        {
+            "openid": openid,
+            "idempotency_key": key,
+            "request_hash": request_hash,
+            "state": "in_flight",
+            "created_at": now,
+            "updated_at": now,
+        },
     )
-    if inserted is not None and int(getattr(inserted, "rowcount", 0)) == 1:
+    if int(getattr(inserted, "rowcount", 0)) == 1:
         return None
+    return await _claimed_before(
+        session, openid=openid, key=key, request_hash=request_hash, now=now
+    )
+
+
+async def _claimed_before(
+    session: AsyncSession, *, openid: str, key: str, request_hash: str, now: datetime
+) -> int | None:
+    """The key was there already: its booking, or a refusal, or (stale) take it over."""
+    conn = await session.connection()
     row = (await conn.execute(repo.REQUEST_BY_KEY, {"openid": openid, "key": key})).one()
     if row.request_hash != request_hash:
         raise errors.IdempotencyKeyReused
@@ -357,10 +361,6 @@ async def finish_request(
     session: AsyncSession, *, openid: str, key: str, booking_id: int, now: datetime
 ) -> None:
     """Record the booking under the key, in the booking's own transaction."""
-    pg = await pg_connection(session)
-    if pg is not None:
-        await pg.execute(repo.FINISH_PG, openid, key, booking_id, now)
-        return
     conn = await session.connection()
     await conn.execute(
         repo.FINISH,
@@ -407,6 +407,56 @@ def _check_times(slot: SlotForBooking, policy: BookingPolicy, now: datetime) -> 
         raise errors.BookingClosed
 
 
+async def _usable_slot(
+    session: AsyncSession,
+    *,
+    scope: PatientScope,
+    card_id: int,
+    slot: SlotForBooking | None,
+    policy: BookingPolicy,
+    now: datetime,
+) -> tuple[BoundCard, SlotForBooking]:
+    """The checks that need no database: the card is the caller's and usable; the slot
+    exists; its schedule is open, released, not past and before the cut-off; its pool is
+    not known to be empty."""
+    card: BoundCard = scope.card(card_id)
+    if not card.usable:
+        raise errors.CardNotUsable
+    if slot is None:
+        raise errors.SlotUnknown
+    _check_times(slot, policy, now)
+    if catalog.known_full(slot.schedule_id):
+        raise errors.ScheduleFull
+    return card, slot
+
+
+def _values(
+    scope: PatientScope, card: BoundCard, slot: SlotForBooking, now: datetime
+) -> dict[str, Any]:
+    return {
+        "booking_ref": _new_ref(),
+        "openid": scope.openid,
+        "card_id": card.card_id,
+        "card_no": card.card_no,
+        "slot_id": slot.slot_id,
+        "schedule_id": slot.schedule_id,
+        "his_schedule_id": slot.his_schedule_id,
+        "doctor_code": slot.doctor_code,
+        "department_code": slot.department_code,
+        "on_date": slot.on_date,
+        "period": slot.period,
+        "level": slot.level,
+        "fee_fen": slot.fee_fen,
+        "sequence_no": slot.sequence_no,
+        "starts_at": slot.starts_at,
+        "ends_at": slot.ends_at,
+        "status": BOOKED,
+        "active_day_key": _day_key(card.card_id, slot.doctor_code, slot.on_date),
+        "his_state": HIS_PENDING,
+        "created_at": now,
+    }
+
+
 async def book(
     session: AsyncSession,
     *,
@@ -429,61 +479,115 @@ async def book(
     booking; the HIS registration is queued in the outbox. A refusal leaves nothing
     written (a lost step is undone by the statement after it, in the same transaction).
 
-    Seven statements on the way to a booking, none through the ORM unit of work; the slot
-    and schedule come from a cache a few seconds old (``catalog.slot_for_booking``), which
-    is safe because the guarded UPDATE re-checks everything that can change.
+    The slot and schedule come from a cache a few seconds old
+    (``catalog.slot_for_booking``), which is safe because the guarded UPDATE re-checks
+    everything that can change. ``attempt`` is the same with the rate limit and the
+    idempotency key around it, as the patient routes use it.
     """
-    card: BoundCard = scope.card(card_id)
-    if not card.usable:
-        raise errors.CardNotUsable
-    slot = await catalog.slot_for_booking(session, slot_id=slot_id, cached=True)
-    if slot is None:
-        raise errors.SlotUnknown
-    _check_times(slot, policy, now)
-    if catalog.known_full(slot.schedule_id):
-        raise errors.ScheduleFull
-    today = get_clock().local_date_of(now)
-    values: dict[str, Any] = {
-        "booking_ref": _new_ref(),
-        "openid": scope.openid,
-        "card_id": card.card_id,
-        "card_no": card.card_no,
-        "slot_id": slot.slot_id,
-        "schedule_id": slot.schedule_id,
-        "his_schedule_id": slot.his_schedule_id,
-        "doctor_code": slot.doctor_code,
-        "department_code": slot.department_code,
-        "on_date": slot.on_date,
-        "period": slot.period,
-        "level": slot.level,
-        "fee_fen": slot.fee_fen,
-        "sequence_no": slot.sequence_no,
-        "starts_at": slot.starts_at,
-        "ends_at": slot.ends_at,
-        "status": BOOKED,
-        "active_day_key": _day_key(card.card_id, slot.doctor_code, slot.on_date),
-        "his_state": HIS_PENDING,
-        "created_at": now,
-    }
+    found = await catalog.slot_for_booking(session, slot_id=slot_id, cached=True)
+    card, slot = await _usable_slot(
+        session, scope=scope, card_id=card_id, slot=found, policy=policy, now=now
+    )
+    values = _values(scope, card, slot, now)
     pg = await pg_connection(session)
     if pg is not None:
-        booking_id = await _book_pg(session, pg, slot, values, policy=policy, today=today)
+        keys = repo.lock_keys(
+            card_id=card.card_id, openid=scope.openid, schedule_id=slot.schedule_id
+        )
+        await pg.fetchrow(repo.LOCK_KEYS_PG, keys["ns"], keys["k1"], keys["k2"])
+        booking_id = await _book_pg(session, pg, slot, values, policy=policy, key=None, ip=ip)
     else:
-        booking_id = await _book_core(session, slot, values, policy=policy, today=today)
-    await outbox.enqueue(
-        session, REGISTER_JOB, booking_id=booking_id, dedupe_key=f"{REGISTER_JOB}:{booking_id}"
-    )
-    await audit.append(
-        session,
-        at=now,
-        actor=scope.openid,
-        action="booking.book",
-        record_type="booking",
-        record_id=booking_id,
-        card_id=card.card_id,
-        ip=ip,
-    )
+        booking_id = await _book_core(session, slot, values, policy=policy, ip=ip)
     return _view_of_values(booking_id, values, policy, now)
+
+
+async def attempt(
+    session: AsyncSession,
+    *,
+    scope: PatientScope,
+    key: str,
+    request_hash: str,
+    card_id: int,
+    slot_id: int,
+    limit: ratelimit.Limit,
+    policy: BookingPolicy,
+    now: datetime,
+    ip: str | None = None,
+) -> tuple[BookingView, bool]:
+    """A patient's booking request, in the caller's one transaction: count it for the
+    account, claim its idempotency key, ``book``, record the booking under the key.
+
+    Returns (the booking, whether it is a replay of the key's earlier booking). Raises
+    ``TooManyRequests`` over the limit, and the refusals of ``claim_request`` and
+    ``book``. The caller commits a refusal too: the count must stay (a loop cannot reset
+    its own counter by failing), and the key's claim is already dropped, so a retry with
+    the key is judged afresh.
+
+    On PostgreSQL the whole attempt is the scope read plus two statements (``ATTEMPT_PG``
+    and ``BOOK_PG`` in ``booking.repository``); elsewhere the per-domain statements."""
+    found = await catalog.slot_for_booking(session, slot_id=slot_id, cached=True)
+    pg = await pg_connection(session)
+    if pg is None:
+        if await ratelimit.hit(session, limit, scope.openid, now=now) > limit.max_events:
+            raise TooManyRequests(retry_after=ratelimit.retry_after(limit, now))
+        existing = await claim_request(
+            session, openid=scope.openid, key=key, request_hash=request_hash, now=now
+        )
+        if existing is not None:
+            return await booking_of(
+                session, scope=scope, booking_id=existing, policy=policy, now=now
+            ), True
+        try:
+            card, slot = await _usable_slot(
+                session, scope=scope, card_id=card_id, slot=found, policy=policy, now=now
+            )
+            values = _values(scope, card, slot, now)
+            booking_id = await _book_core(session, slot, values, policy=policy, ip=ip)
+        except DomainError:
+            await drop_request(session, openid=scope.openid, key=key)
+            raise
+        await finish_request(session, openid=scope.openid, key=key, booking_id=booking_id, now=now)
+        return _view_of_values(booking_id, values, policy, now), False
+
+    counter, window, expires = ratelimit.window_of(limit, scope.openid, now)
+    keys = repo.lock_keys(
+        card_id=card_id, openid=scope.openid, schedule_id=found.schedule_id if found else 0
+    )
+    first = await pg.fetchrow(
+        repo.ATTEMPT_PG,
+        counter,
+        window,
+        expires,
+        limit.max_events,
+        scope.openid,
+        key,
+        request_hash,
+        now,
+        keys["ns"],
+        keys["k1"],
+        keys["k2"],
+    )
+    if first["count"] > limit.max_events:
+        raise TooManyRequests(retry_after=ratelimit.retry_after(limit, now))
+    if not first["claimed"]:
+        existing = await _claimed_before(
+            session, openid=scope.openid, key=key, request_hash=request_hash, now=now
+        )
+        if existing is not None:
+            return await booking_of(
+                session, scope=scope, booking_id=existing, policy=policy, now=now
+            ), True
+        await pg.fetchrow(repo.LOCK_KEYS_PG, keys["ns"], keys["k1"], keys["k2"])
+    try:
+        card, slot = await _usable_slot(
+            session, scope=scope, card_id=card_id, slot=found, policy=policy, now=now
+        )
+    except DomainError:
+        await drop_request(session, openid=scope.openid, key=key)
+        raise
+    values = _values(scope, card, slot, now)
+    booking_id = await _book_pg(session, pg, slot, values, policy=policy, key=key, ip=ip)
+    return _view_of_values(booking_id, values, policy, now), False
 
 
 def _check_caps(checks: Any, policy: BookingPolicy) -> None:
@@ -504,36 +608,51 @@ async def _book_pg(
     values: dict[str, Any],
     *,
     policy: BookingPolicy,
-    today: date,
+    key: str | None,
+    ip: str | None,
 ) -> int:
-    """PostgreSQL, on asyncpg directly: lock the card and the account's session, check
-    the caps, take the slot with the next booking id (a lost race costs this one UPDATE
-    and writes nothing), write the booking."""
-    keys = repo.lock_keys(
-        card_id=values["card_id"], openid=values["openid"], schedule_id=slot.schedule_id
-    )
-    await pg.fetchrow(repo.LOCK_KEYS_PG, keys["ns"], keys["k1"], keys["k2"])
-    checks = await pg.fetchrow(
-        repo.CHECKS_PG,
-        values["card_id"],
-        values["created_at"],
+    """PostgreSQL, under the locks of the card and the account's session: ``BOOK_PG``
+    checks the caps, takes the slot with the next booking id, writes the booking, its
+    outbox job and audit row, and records it under the key, or else drops the key's claim.
+    A refusal wrote nothing (a slot taken for a booking the card already holds that day
+    is given back here)."""
+    v = values
+    today = get_clock().local_date_of(v["created_at"])
+    row = await pg.fetchrow(
+        repo.BOOK_PG,
+        v["card_id"],
+        v["created_at"],
         today,
-        values["openid"],
-        slot.schedule_id,
+        v["openid"],
+        v["schedule_id"],
+        policy.max_open_per_card,
+        policy.max_cards_per_session,
+        v["slot_id"],
+        v["booking_ref"],
+        v["card_no"],
+        v["his_schedule_id"],
+        v["doctor_code"],
+        v["department_code"],
+        v["on_date"],
+        v["period"],
+        v["level"],
+        v["fee_fen"],
+        v["sequence_no"],
+        v["starts_at"],
+        v["ends_at"],
+        v["active_day_key"],
+        REGISTER_JOB,
+        outbox.attempts_for(REGISTER_JOB),
+        ip,
+        key,
     )
-    _check_caps(checks, policy)
-    booking_id = await catalog.claim_slot(
-        session, slot_id=slot.slot_id, next_id_sql=repo.NEXT_BOOKING_ID_SQL
-    )
-    if booking_id is None:
+    if row["booked"] is not None:
+        return int(row["booked"])
+    if row["taken"] is None:
+        _check_caps(row, policy)
         await _refuse_taken(session, slot)
-    row = {**values, "id": booking_id}
-    inserted = await pg.fetchval(repo.INSERT_BOOKING_PG, *(row[c] for c in repo.BOOKING_COLUMNS))
-    if inserted is None:
-        assert booking_id is not None
-        await catalog.release_slot(session, slot_id=slot.slot_id, booking_id=booking_id)
-        raise errors.DuplicateBooking
-    return int(inserted)
+    await catalog.release_slot(session, slot_id=slot.slot_id, booking_id=int(row["taken"]))
+    raise errors.DuplicateBooking
 
 
 async def _book_core(
@@ -542,7 +661,7 @@ async def _book_core(
     values: dict[str, Any],
     *,
     policy: BookingPolicy,
-    today: date,
+    ip: str | None,
 ) -> int:
     """SQLite: BEGIN IMMEDIATE already lets one writer in at a time, so no lock is needed
     and the order costs nothing; the booking id comes from the INSERT."""
@@ -553,7 +672,7 @@ async def _book_core(
             {
                 "card_id": values["card_id"],
                 "now": values["created_at"],
-                "today": today,
+                "today": get_clock().local_date_of(values["created_at"]),
                 "openid": values["openid"],
                 "schedule_id": slot.schedule_id,
             },
@@ -568,6 +687,19 @@ async def _book_core(
     if not await catalog.take_slot(session, slot_id=slot.slot_id, booking_id=booking_id):
         await conn.execute(repo.DELETE_BOOKING, {"booking_id": booking_id})
         await _refuse_taken(session, slot)
+    await outbox.enqueue(
+        session, REGISTER_JOB, booking_id=booking_id, dedupe_key=f"{REGISTER_JOB}:{booking_id}"
+    )
+    await audit.append(
+        session,
+        at=values["created_at"],
+        actor=values["openid"],
+        action="booking.book",
+        record_type="booking",
+        record_id=booking_id,
+        card_id=values["card_id"],
+        ip=ip,
+    )
     return booking_id
 
 

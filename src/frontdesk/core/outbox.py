@@ -170,6 +170,12 @@ def job(
 # --------------------------------------------------------------------------- enqueue
 
 
+def attempts_for(name: str) -> int:
+    """How many attempts a job of this name gets (its spec's, else 8)."""
+    spec = registry.get(name)
+    return (spec.max_attempts if spec else None) or 8
+
+
 def _check_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in payload.items():
         if not isinstance(value, str | int | float | bool | type(None) | list | dict):
@@ -189,8 +195,7 @@ async def enqueue(
     """Add a job in the caller's transaction. Returns its id, or None if ``dedupe_key``
     was already used (the job exists, and nothing new was written)."""
     now = clock_now()
-    spec = registry.get(name)
-    attempts_cap = max_attempts or (spec.max_attempts if spec else None) or 8
+    attempts_cap = max_attempts or attempts_for(name)
     values = {
         "name": name,
         "payload": _check_payload(payload),

@@ -69,11 +69,16 @@ _HIT_PG = (
 _HIT = {name: _hit_stmt(name) for name in ("postgresql", "sqlite")}
 
 
+def window_of(limit: Limit, subject: str, now: datetime) -> tuple[str, int, datetime]:
+    """The counter row of ``subject`` now: (key, window_start, expires_at)."""
+    window = int(now.timestamp()) // limit.window_seconds
+    expires = datetime.fromtimestamp((window + 1) * limit.window_seconds, tz=now.tzinfo)
+    return f"{limit.name}:{subject}", window, expires
+
+
 async def hit(session: AsyncSession, limit: Limit, subject: str, *, now: datetime) -> int:
     """Count one event for ``subject``; returns the count in the current window."""
-    epoch = int(now.timestamp())
-    window = epoch // limit.window_seconds
-    expires = datetime.fromtimestamp((window + 1) * limit.window_seconds, tz=now.tzinfo)
+    _key, window, expires = window_of(limit, subject, now)
     pg = await pg_connection(session)
     if pg is not None:
         return int(await pg.fetchval(_HIT_PG, f"{limit.name}:{subject}", window, expires))
