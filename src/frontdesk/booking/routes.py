@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Annotated, Any
@@ -60,17 +59,6 @@ _schedule_cache = catalog.page_cache
 
 class BodyInvalid(Invalid):
     code = "invalid"
-
-
-class Busy(TooManyRequests):
-    """More booking requests in flight in this process than it serves well: shed at once
-    (503 + Retry-After) instead of queueing without bound behind the database pool."""
-
-    code = "busy"
-    status = 503
-
-
-_in_flight = 0
 
 
 def _policy(request: Request) -> BookingPolicy:
@@ -158,34 +146,28 @@ def _caches(request: Request) -> None:
     catalog.configure_caches(request.app.state.settings.booking_cache_seconds)
 
 
-async def booking_gate(request: Request) -> AsyncIterator[Gate]:
-    """The route's first dependency, before its transaction opens: load shedding, the
-    per-IP limit, the request's own checks, and "full" for a pool this process knows is
-    empty. None of it touches the database, except one primary-key read of the key when
-    the pool is known full (a retried request that already booked gets its booking)."""
-    global _in_flight
-    if _in_flight >= request.app.state.settings.booking_max_in_flight:
-        raise Busy(retry_after=1)
-    _in_flight += 1
-    try:
-        openid = signed_in_openid(request)
-        key, body = await _read_attempt(request, openid)
-        if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
-            raise errors.IdempotencyKeyInvalid
-        at = now()
-        limiter = _ip_limiter(request)
-        if limiter.hit(_ip(request), now=at) > limiter.limit.max_events:
-            raise TooManyRequests(retry_after=ratelimit.retry_after(limiter.limit, at))
-        _caches(request)
-        slot = catalog.cached_slot(body.slot_id)
-        if slot is not None and catalog.known_full(slot.schedule_id):
-            async with request.app.state.session_provider() as s:
-                replay = await booking.replayed_booking(s, openid=openid, key=key)
-            if replay is None:
-                raise errors.ScheduleFull
-        yield Gate(openid=openid, key=key, body=body)
-    finally:
-        _in_flight -= 1
+async def booking_gate(request: Request) -> Gate:
+    """The route's first dependency, before its transaction opens (load shedding happened
+    before routing, in ``web.middleware.InFlightLimitMiddleware``): the per-IP limit, the
+    request's own checks, and "full" for a pool this process knows is empty. None of it
+    touches the database, except one primary-key read of the key when the pool is known
+    full (a retried request that already booked still gets its booking)."""
+    openid = signed_in_openid(request)
+    key, body = await _read_attempt(request, openid)
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+        raise errors.IdempotencyKeyInvalid
+    at = now()
+    limiter = _ip_limiter(request)
+    if limiter.hit(_ip(request), now=at) > limiter.limit.max_events:
+        raise TooManyRequests(retry_after=ratelimit.retry_after(limiter.limit, at))
+    _caches(request)
+    slot = catalog.cached_slot(body.slot_id)
+    if slot is not None and catalog.known_full(slot.schedule_id):
+        async with request.app.state.session_provider() as s:
+            replay = await booking.replayed_booking(s, openid=openid, key=key)
+        if replay is None:
+            raise errors.ScheduleFull
+    return Gate(openid=openid, key=key, body=body)
 
 
 GateDep = Annotated[Gate, Depends(booking_gate)]
