@@ -369,6 +369,13 @@ def configure_caches(ttl_seconds: float) -> None:
     page_cache.ttl = slot_cache.ttl = cache.full_pools.ttl = ttl_seconds
 
 
+def clear_caches() -> None:
+    """Forget every cached answer (tests, whose databases reuse ids, start from nothing)."""
+    page_cache.clear()
+    slot_cache.clear()
+    cache.full_pools.clear()
+
+
 def cached_slot(slot_id: int) -> SlotForBooking | None:
     """The cached slot, if this process read it a moment ago (no database touched)."""
     return slot_cache.get(slot_id)
