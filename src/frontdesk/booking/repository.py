@@ -22,8 +22,8 @@ from frontdesk.booking.models import (
     CreditBlock,
 )
 
-BOOKING = Booking.__table__
-REQUEST = BookingRequest.__table__
+BOOKING: Any = Booking.__table__
+REQUEST: Any = BookingRequest.__table__
 
 
 def _insert_booking(dialect: str) -> Any:
@@ -43,7 +43,7 @@ DELETE_BOOKING = delete(Booking).where(Booking.id == bindparam("booking_id"))
 
 # Everything the rules need before a booking, in one round trip: a credit block in force,
 # the card's open bookings, and which of the account's cards are already in the session.
-_card = bindparam("card_id")
+_card: Any = bindparam("card_id")
 CHECKS = select(
     select(func.max(CreditBlock.blocked_until_at))
     .where(

@@ -125,7 +125,7 @@ async def append(
     )
 
 
-_APPEND = AuditEntry.__table__.insert()
+_APPEND = AuditEntry.__table__.insert()  # type: ignore[attr-defined]
 _APPEND_PG = (
     "INSERT INTO audit_log (at, actor, action, record_type, record_id, card_id, ip,"
     " request_id, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"

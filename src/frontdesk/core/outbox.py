@@ -226,9 +226,9 @@ async def enqueue(
 
 
 def _enqueue_stmt(dialect: str, dedupe: bool) -> Any:
-    table = OutboxJob.__table__
+    table: Any = OutboxJob.__table__
     if not dedupe:
-        return table.insert().returning(table.c.id)  # type: ignore[attr-defined]
+        return table.insert().returning(table.c.id)
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
     return stmt.returning(table.c.id)
