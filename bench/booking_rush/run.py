@@ -259,11 +259,13 @@ class RawClient:
             async with self.freed:
                 await self.freed.wait()
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+    async def post(
+        self, path: str, body: bytes, headers: dict[str, str], method: str = "POST"
+    ) -> int:
         reader, writer = await self._conn()
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
             + body
         )
@@ -427,6 +429,47 @@ def summarise(
     return out
 
 
+async def pages(port: int, *, rate: float, seconds: float, seed: int) -> dict[str, Any]:
+    """The read storm: signed-in patients open doctors' 14-day schedule pages (H5) and
+    sessions' slot lists (JSON API) at a constant arrival rate, half each."""
+    rng = random.Random(seed)
+    n = int(rate * seconds)
+    results: list[tuple[float, str, float]] = []
+    client = RawClient(port)
+    t0 = time.perf_counter() + 0.3
+
+    async def one(i: int) -> None:
+        patient = rng.randrange(1, PATIENTS + 1)
+        n_sched = rng.randrange(1, SCHEDULES + 1)
+        path = (
+            f"/h5/booking/doctors/D{n_sched:04d}"
+            if i % 2
+            else f"/api/patient/booking/schedules/{n_sched}/slots"
+        )
+        due = t0 + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            status = await client.post(
+                path,
+                b"",
+                {"Cookie": f"fd_wx_session={cookie(f'o-bench-{patient:06d}')}"},
+                method="GET",
+            )
+            outcome = str(status)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            outcome = type(exc).__name__
+        results.append((i / rate, outcome, time.perf_counter() - due))
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed = time.perf_counter() - t0
+    await client.close()
+    out = summarise(results, rate=rate, seconds=seconds, elapsed=elapsed, per_second=False)
+    out["kind"] = "pages"
+    return out
+
+
 async def invariants(dsn: str) -> dict[str, int]:
     conn = await asyncpg.connect(dsn)
     live = "status IN ('booked', 'checked_in', 'no_show')"
@@ -476,6 +519,7 @@ async def main() -> None:
     ap.add_argument("--pool", type=int, default=8)
     ap.add_argument("--workers", type=int, default=1, help="uvicorn processes for the full app")
     ap.add_argument("--skip-baselines", action="store_true")
+    ap.add_argument("--pages", type=float, default=0, help="a schedule-page run at this rate")
     ap.add_argument(
         "--recovery",
         default="",
@@ -537,6 +581,14 @@ async def main() -> None:
             if args.recovery and kind == "full":
                 over, secs, normal = (float(x) for x in args.recovery.split(","))
                 plan.append((over, secs, normal))
+            if args.pages and kind == "full":
+                cpu0 = cpu_seconds(proc.pid)
+                run = await pages(port, rate=args.pages, seconds=args.seconds, seed=7)
+                run["server_cpu_ms_per_attempt"] = round(
+                    1000 * (cpu_seconds(proc.pid) - cpu0) / run["attempts"], 2
+                )
+                print(json.dumps(run, ensure_ascii=False), flush=True)
+                results["runs"].append(run)
             for rate, secs, then in plan:
                 await reset(dsn)
                 cpu0 = cpu_seconds(proc.pid)

@@ -258,6 +258,23 @@ async def _doctor_schedule(request: Request, session: AsyncSession, code: str) -
     return value
 
 
+async def _schedule_slots(request: Request, session: AsyncSession, schedule_id: int) -> Any:
+    """A session's slots page data, from memory for ``booking_cache_seconds`` (the read
+    storm at the release time; the guarded UPDATE decides who gets a slot)."""
+    start, end = _window(request)
+    key = ("slots", schedule_id, start)
+    _caches(request)
+    hit = _schedule_cache.get(key)
+    if hit is not None:
+        return hit
+    sched = await catalog.schedule(session, schedule_id)
+    doc = await catalog.doctor(session, sched.doctor_code, start=start, end=end)
+    slots = await catalog.slots(session, schedule_id=schedule_id)
+    value = (sched, doc, slots)
+    _schedule_cache.put(key, value)
+    return value
+
+
 @router.get("/doctors/{code}")
 async def doctor_page(
     request: Request, code: str, scope: PatientScopeDep, session: SessionDep
@@ -287,10 +304,7 @@ async def doctor_page(
 async def schedule_page(
     request: Request, schedule_id: int, scope: PatientScopeDep, session: SessionDep
 ) -> Response:
-    sched = await catalog.schedule(session, schedule_id)
-    start, end = _window(request)
-    doc = await catalog.doctor(session, sched.doctor_code, start=start, end=end)
-    slots = await catalog.slots(session, schedule_id=schedule_id)
+    sched, doc, slots = await _schedule_slots(request, session, schedule_id)
     policy = _policy(request)
     return render(
         request,
@@ -493,8 +507,7 @@ async def api_cancel(
 async def api_slots(
     request: Request, schedule_id: int, scope: PatientScopeDep, session: SessionDep
 ) -> Any:
-    sched = await catalog.schedule(session, schedule_id)
-    slots = await catalog.slots(session, schedule_id=schedule_id)
+    sched, _doc, slots = await _schedule_slots(request, session, schedule_id)
     return {
         "schedule_id": sched.schedule_id,
         "status": sched.status,
