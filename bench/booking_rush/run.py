@@ -5,7 +5,15 @@ time), then check the invariants in SQL. Baselines in the same run: pgbench runn
 booking SQL, and a bare FastAPI + asyncpg endpoint doing only that SQL.
 
     .venv/bin/python -m bench.booking_rush.run \
-        --dsn postgresql://postgres@127.0.0.1:5432/frontdesk_booking --rates 250,500,1000
+        --dsn postgresql://postgres@127.0.0.1:5432/frontdesk_booking --rates 250,500,1000 \
+        --pages 300 --recovery 2000,5,200
+
+Each run prints one JSON line: attempts/s, successful bookings/s, p50/p99/p99.9 from the
+intended send time, the latency of shed answers (429/503) apart from the served ones, the
+server's CPU per attempt (from /proc, the uvicorn processes only) and, for the full app,
+the invariants checked in SQL. ``--pages`` adds a read-storm run (schedule pages and slot
+lists); ``--recovery`` an overload followed at once by 10 s at a normal rate, reported per
+second with the time until every second is served again (p99 <= 100 ms, nothing shed).
 
 It DROPS and recreates schema public of that database.
 """
