@@ -319,10 +319,31 @@ async def has_free_slot(session: AsyncSession, *, schedule_id: int) -> bool:
     return found.scalar_one_or_none() is not None
 
 
-_SLOT_FOR_BOOKING = (
-    select(Slot, Schedule)
+# A slot and the other slots of its schedule, with the schedule: one read fills the cache
+# for the whole session (patients at the release time pick among the same few sessions).
+_SCHEDULE_OF_SLOT = (
+    select(
+        Slot.id,
+        Slot.sequence_no,
+        Slot.starts_at,
+        Slot.ends_at,
+        Slot.booking_id,
+        Slot.his_available,
+        Schedule.id,
+        Schedule.his_schedule_id,
+        Schedule.doctor_code,
+        Schedule.department_code,
+        Schedule.on_date,
+        Schedule.period,
+        Schedule.level,
+        Schedule.fee_fen,
+        Schedule.status,
+    )
     .join(Schedule, Schedule.id == Slot.schedule_id)
-    .where(Slot.id == bindparam("slot_id"))
+    .where(
+        Slot.schedule_id
+        == select(Slot.schedule_id).where(Slot.id == bindparam("slot_id")).scalar_subquery()
+    )
 )
 
 # What booking needs of a slot, by slot id, a few seconds old at most: a slot's number,
@@ -335,32 +356,34 @@ async def slot_for_booking(
     session: AsyncSession, *, slot_id: int, cached: bool = False
 ) -> SlotForBooking | None:
     """The slot and its schedule. ``cached`` answers from ``slot_cache`` when it can (the
-    booking path); ``free`` and ``status`` of a cached answer may then be seconds old."""
+    booking path); ``free`` and ``status`` of a cached answer may then be seconds old.
+    A read also caches the other slots of the same schedule."""
     if cached:
         hit = slot_cache.get(slot_id)
         if hit is not None:
             return hit
-    row = (await session.execute(_SLOT_FOR_BOOKING, {"slot_id": slot_id})).one_or_none()
-    if row is None:
-        return None
-    slot, sched = row
-    found = SlotForBooking(
-        slot_id=slot.id,
-        sequence_no=slot.sequence_no,
-        starts_at=slot.starts_at,
-        ends_at=slot.ends_at,
-        free=slot.booking_id is None and slot.his_available,
-        schedule_id=sched.id,
-        his_schedule_id=sched.his_schedule_id,
-        doctor_code=sched.doctor_code,
-        department_code=sched.department_code,
-        on_date=sched.on_date,
-        period=sched.period,
-        level=sched.level,
-        fee_fen=sched.fee_fen,
-        status=sched.status,
-    )
-    slot_cache.put(slot_id, found)
+    conn = await session.connection()
+    found: SlotForBooking | None = None
+    for row in await conn.execute(_SCHEDULE_OF_SLOT, {"slot_id": slot_id}):
+        view = SlotForBooking(
+            slot_id=row[0],
+            sequence_no=row[1],
+            starts_at=row[2],
+            ends_at=row[3],
+            free=row[4] is None and bool(row[5]),
+            schedule_id=row[6],
+            his_schedule_id=row[7],
+            doctor_code=row[8],
+            department_code=row[9],
+            on_date=row[10],
+            period=row[11],
+            level=row[12],
+            fee_fen=row[13],
+            status=row[14],
+        )
+        slot_cache.put(view.slot_id, view)
+        if view.slot_id == slot_id:
+            found = view
     return found
 
 
