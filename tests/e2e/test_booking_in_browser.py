@@ -108,15 +108,23 @@ def test_book_and_cancel_from_the_phone(demo_stack: DemoStack, phone_page: Any) 
     assert departments.count() > 0, "the demo's catalog was never synced"
 
     # Department → doctor → a bookable session (some doctor has one within the window).
+    # Each step waits for the next page's own back link before reading it, so nothing is
+    # counted on the page being left.
+    on_departments = "form.search"
+    on_doctors = "a.bar-back[href='/h5/booking']"
+    on_doctor = "a.bar-back[href^='/h5/booking/departments/']"
     booked = False
     for d in range(departments.count()):
         departments.nth(d).click()
+        h5.locator(on_doctors).wait_for()
         doctors = h5.locator("a[href^='/h5/booking/doctors/']")
         for n in range(doctors.count()):
             doctors.nth(n).click()
+            h5.locator(on_doctor).wait_for()
             sessions = h5.locator("a[data-state=open]")
             if sessions.count() == 0:
                 h5.locator("a.bar-back").click()
+                h5.locator(on_doctors).wait_for()
                 continue
             sessions.last.click()  # the latest day: cancellable until the day before
             h5.locator("a[href$='/confirm']").first.click()
@@ -127,6 +135,7 @@ def test_book_and_cancel_from_the_phone(demo_stack: DemoStack, phone_page: Any) 
         if booked:
             break
         h5.locator("a.bar-back").click()
+        h5.locator(on_departments).wait_for()
     assert booked, "no bookable session in the demo's catalog"
 
     # The booked page, then my appointments, then the appointment, then cancel.
