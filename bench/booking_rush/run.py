@@ -5,7 +5,15 @@ time), then check the invariants in SQL. Baselines in the same run: pgbench runn
 booking SQL, and a bare FastAPI + asyncpg endpoint doing only that SQL.
 
     .venv/bin/python -m bench.booking_rush.run \
-        --dsn postgresql://postgres@127.0.0.1:5432/frontdesk_booking --rates 250,500,1000
+        --dsn postgresql://postgres@127.0.0.1:5432/frontdesk_booking --rates 250,500,1000 \
+        --pages 300 --recovery 2000,5,200
+
+Each run prints one JSON line: attempts/s, successful bookings/s, p50/p99/p99.9 from the
+intended send time, the latency of shed answers (429/503) apart from the served ones, the
+server's CPU per attempt (from /proc, the uvicorn processes only) and, for the full app,
+the invariants checked in SQL. ``--pages`` adds a read-storm run (schedule pages and slot
+lists); ``--recovery`` an overload followed at once by 10 s at a normal rate, reported per
+second with the time until every second is served again (p99 <= 100 ms, nothing shed).
 
 It DROPS and recreates schema public of that database.
 """
@@ -193,6 +201,25 @@ def cookie(openid: str) -> str:
     return signer.sign(openid).decode()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (uvicorn workers), from /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pids += [int(c) for c in children]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def start_server(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     for _ in range(200):
@@ -240,11 +267,13 @@ class RawClient:
             async with self.freed:
                 await self.freed.wait()
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+    async def post(
+        self, path: str, body: bytes, headers: dict[str, str], method: str = "POST"
+    ) -> int:
         reader, writer = await self._conn()
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
             + body
         )
@@ -282,13 +311,26 @@ class RawClient:
             w.close()
 
 
-async def load(port: int, *, rate: float, seconds: float, bare: bool, seed: int) -> dict[str, Any]:
+async def load(
+    port: int,
+    *,
+    rate: float,
+    seconds: float,
+    bare: bool,
+    seed: int,
+    then_rate: float = 0,
+    then_seconds: float = 0,
+) -> dict[str, Any]:
     """Open model: request i is due at t0 + i/rate whatever happened before; its latency is
-    measured from that due time, so a server that falls behind shows it."""
+    measured from that due time, so a server that falls behind shows it. With
+    ``then_rate``, the load drops to that rate for ``then_seconds`` right after (recovery
+    from an overload), and each second of the run is reported on its own."""
     rng = random.Random(seed)
-    n = int(rate * seconds)
-    latencies: list[float] = []
-    statuses: Counter[str] = Counter()
+    dues = [i / rate for i in range(int(rate * seconds))]
+    if then_rate:
+        dues += [seconds + i / then_rate for i in range(int(then_rate * then_seconds))]
+    n = len(dues)
+    results: list[tuple[float, str, float]] = []  # (due offset, status, latency)
     client = RawClient(port)
     cookies = {}
     t0 = time.perf_counter() + 0.3
@@ -298,7 +340,7 @@ async def load(port: int, *, rate: float, seconds: float, bare: bool, seed: int)
         slot = rng.randrange(1, SCHEDULES * SLOTS_PER_SCHEDULE + 1)
         if patient not in cookies:
             cookies[patient] = cookie(f"o-bench-{patient:06d}")
-        due = t0 + i / rate
+        due = t0 + dues[i]
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -316,32 +358,124 @@ async def load(port: int, *, rate: float, seconds: float, bare: bool, seed: int)
                         "Cookie": f"fd_wx_session={cookies[patient]}",
                     },
                 )
-            statuses[str(status)] += 1
+            outcome = str(status)
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            statuses[type(exc).__name__] += 1
-        latencies.append(time.perf_counter() - due)
+            outcome = type(exc).__name__
+        results.append((dues[i], outcome, time.perf_counter() - due))
 
     await asyncio.gather(*(one(i) for i in range(n)))
     elapsed = time.perf_counter() - t0
     await client.close()
-    latencies.sort()
+    return summarise(
+        results, rate=rate, seconds=seconds, elapsed=elapsed, per_second=bool(then_rate)
+    )
 
-    def pct(p: float) -> float:
-        return round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1)
 
+def _pct(values: list[float], p: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return round(1000 * values[min(len(values) - 1, int(p * len(values)))], 1)
+
+
+def summarise(
+    results: list[tuple[float, str, float]],
+    *,
+    rate: float,
+    seconds: float,
+    elapsed: float,
+    per_second: bool,
+) -> dict[str, Any]:
+    latencies = [lat for _d, _s, lat in results]
+    statuses = Counter(s for _d, s, _l in results)
+    shed = [lat for _d, s, lat in results if s in ("429", "503")]
+    served = [lat for _d, s, lat in results if s not in ("429", "503")]
     ok = statuses.get("201", 0)
-    return {
+    out: dict[str, Any] = {
         "target_rate": rate,
-        "attempts": n,
+        "attempts": len(results),
         "elapsed_s": round(elapsed, 2),
-        "attempts_per_s": round(n / elapsed, 1),
+        "attempts_per_s": round(len(results) / elapsed, 1),
+        "answered_not_shed_per_s": round(len(served) / elapsed, 1),
         "bookings_per_s": round(ok / elapsed, 1),
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
-        "p999_ms": pct(0.999),
-        "mean_ms": round(1000 * statistics.fmean(latencies), 1),
+        "p50_ms": _pct(latencies, 0.50),
+        "p99_ms": _pct(latencies, 0.99),
+        "p999_ms": _pct(latencies, 0.999),
+        "mean_ms": round(1000 * statistics.fmean(latencies), 1) if latencies else 0.0,
+        "served_p99_ms": _pct(served, 0.99),
+        "shed_p50_ms": _pct(shed, 0.50),
+        "shed_p99_ms": _pct(shed, 0.99),
         "statuses": dict(statuses),
     }
+    if per_second:
+        seconds_out = []
+        for sec in range(int(max(d for d, _s, _l in results)) + 1):
+            bucket = [(s, lat) for d, s, lat in results if sec <= d < sec + 1]
+            seconds_out.append(
+                {
+                    "second": sec,
+                    "phase": "overload" if sec < seconds else "normal",
+                    "sent": len(bucket),
+                    "p99_ms": _pct([lat for _s, lat in bucket], 0.99),
+                    "shed": sum(1 for s, _l in bucket if s in ("429", "503")),
+                    "ok_201": sum(1 for s, _l in bucket if s == "201"),
+                }
+            )
+        out["per_second"] = seconds_out
+        # recovered: the first second after the overload from which every second answers
+        # its requests with p99 <= 100 ms and sheds none
+        after = [b for b in seconds_out if b["phase"] == "normal"]
+        recovered = next(
+            (
+                b["second"] - seconds
+                for k, b in enumerate(after)
+                if all(x["p99_ms"] <= 100 and x["shed"] == 0 for x in after[k:])
+            ),
+            None,
+        )
+        out["recovered_after_s"] = recovered
+    return out
+
+
+async def pages(port: int, *, rate: float, seconds: float, seed: int) -> dict[str, Any]:
+    """The read storm: signed-in patients open doctors' 14-day schedule pages (H5) and
+    sessions' slot lists (JSON API) at a constant arrival rate, half each."""
+    rng = random.Random(seed)
+    n = int(rate * seconds)
+    results: list[tuple[float, str, float]] = []
+    client = RawClient(port)
+    t0 = time.perf_counter() + 0.3
+
+    async def one(i: int) -> None:
+        patient = rng.randrange(1, PATIENTS + 1)
+        n_sched = rng.randrange(1, SCHEDULES + 1)
+        path = (
+            f"/h5/booking/doctors/D{n_sched:04d}"
+            if i % 2
+            else f"/api/patient/booking/schedules/{n_sched}/slots"
+        )
+        due = t0 + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            status = await client.post(
+                path,
+                b"",
+                {"Cookie": f"fd_wx_session={cookie(f'o-bench-{patient:06d}')}"},
+                method="GET",
+            )
+            outcome = str(status)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            outcome = type(exc).__name__
+        results.append((i / rate, outcome, time.perf_counter() - due))
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    elapsed = time.perf_counter() - t0
+    await client.close()
+    out = summarise(results, rate=rate, seconds=seconds, elapsed=elapsed, per_second=False)
+    out["kind"] = "pages"
+    return out
 
 
 async def invariants(dsn: str) -> dict[str, int]:
@@ -393,6 +527,12 @@ async def main() -> None:
     ap.add_argument("--pool", type=int, default=8)
     ap.add_argument("--workers", type=int, default=1, help="uvicorn processes for the full app")
     ap.add_argument("--skip-baselines", action="store_true")
+    ap.add_argument("--pages", type=float, default=0, help="a schedule-page run at this rate")
+    ap.add_argument(
+        "--recovery",
+        default="",
+        help="OVERLOAD_RATE,SECONDS,NORMAL_RATE: overload, then 10 s at the normal rate",
+    )
     args = ap.parse_args()
     dsn = args.dsn
     results: dict[str, Any] = {"started": datetime.now(UTC).isoformat(), "runs": []}
@@ -445,10 +585,32 @@ async def main() -> None:
         try:
             # warm-up (connections, caches, imports), not measured
             await load(port, rate=50, seconds=2, bare=kind == "bare", seed=1)
-            for rate in rates:
+            plan: list[tuple[float, float, float]] = [(r, args.seconds, 0) for r in rates]
+            if args.recovery and kind == "full":
+                over, secs, normal = (float(x) for x in args.recovery.split(","))
+                plan.append((over, secs, normal))
+            if args.pages and kind == "full":
+                cpu0 = cpu_seconds(proc.pid)
+                run = await pages(port, rate=args.pages, seconds=args.seconds, seed=7)
+                run["server_cpu_ms_per_attempt"] = round(
+                    1000 * (cpu_seconds(proc.pid) - cpu0) / run["attempts"], 2
+                )
+                print(json.dumps(run, ensure_ascii=False), flush=True)
+                results["runs"].append(run)
+            for rate, secs, then in plan:
                 await reset(dsn)
+                cpu0 = cpu_seconds(proc.pid)
                 run = await load(
-                    port, rate=rate, seconds=args.seconds, bare=kind == "bare", seed=int(rate)
+                    port,
+                    rate=rate,
+                    seconds=secs,
+                    bare=kind == "bare",
+                    seed=int(rate),
+                    then_rate=then,
+                    then_seconds=10 if then else 0,
+                )
+                run["server_cpu_ms_per_attempt"] = round(
+                    1000 * (cpu_seconds(proc.pid) - cpu0) / run["attempts"], 2
                 )
                 run["kind"] = kind
                 if kind == "full":

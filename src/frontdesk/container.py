@@ -43,6 +43,7 @@ def build_container(
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         echo=settings.db_echo,
+        pre_ping=settings.db_pool_pre_ping,
     )
     container = Container(settings=settings, db=db, clock=clock)
     _add_his(container)

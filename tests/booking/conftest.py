@@ -9,10 +9,18 @@ import pytest
 
 from frontdesk.booking import jobs as _booking_jobs  # noqa: F401 - registers handlers
 from frontdesk.catalog import jobs as _catalog_jobs  # noqa: F401
+from frontdesk.catalog import service as catalog_service
 from frontdesk.core.clock import FrozenClock
 from tests.accounts.helpers import sim_patients
 from tests.booking.helpers import bookable_days, free_slots, open_schedule, sync
 from tests.booking.pages import phone
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> None:
+    """The read-storm caches are per process; a test's ids (SQLite reuses them after the
+    cleanup) must not meet the answers cached for the previous test's rows."""
+    catalog_service.clear_caches()
 
 
 @pytest.fixture

@@ -164,13 +164,14 @@ async def test_booking_attempts_are_rate_limited(
 async def test_a_saturated_process_sheds_with_busy(
     env: Any, world: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from frontdesk.booking import routes
+    from frontdesk.web.middleware import InFlightLimitMiddleware
 
     alice = world["alice"]
     mine = await alice.get(f"/h5/booking/slots/{world['slots'][0]}/confirm")
     card_id = int(re.findall(r'name="card_id" value="(\d+)"', mine.text)[0])
     limit = env.container.settings.booking_max_in_flight
-    monkeypatch.setattr(routes, "_in_flight", limit)  # as if that many were running
+    shedder = _middleware(env.front_app, InFlightLimitMiddleware)
+    monkeypatch.setattr(shedder, "in_flight", limit)  # as if that many were running
     r = await alice.post(
         "/api/patient/booking/bookings",
         json={"card_id": card_id, "slot_id": world["slots"][0]},
@@ -182,10 +183,19 @@ async def test_a_saturated_process_sheds_with_busy(
         "1",
     )
     assert await _state(env) == []
-    monkeypatch.setattr(routes, "_in_flight", 0)
+    monkeypatch.setattr(shedder, "in_flight", 0)
     ok = await alice.post(
         "/api/patient/booking/bookings",
         json={"card_id": card_id, "slot_id": world["slots"][0]},
         headers={"Idempotency-Key": uuid.uuid4().hex},
     )
-    assert ok.status_code == 201 and routes._in_flight == 0
+    assert ok.status_code == 201 and shedder.in_flight == 0 and shedder.shed == 1
+
+
+def _middleware(app: Any, kind: type) -> Any:
+    """The instance of a middleware class in a built app's stack."""
+    node = app.middleware_stack
+    while node is not None and not isinstance(node, kind):
+        node = getattr(node, "app", None)
+    assert node is not None, kind
+    return node

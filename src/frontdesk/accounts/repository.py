@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from frontdesk.accounts.models import BindingChallenge, Card, CardBinding, Consent
@@ -25,6 +26,34 @@ async def open_bindings(session: AsyncSession, openid: str) -> list[BoundCardRow
         .order_by(CardBinding.bound_at, CardBinding.id)
     )
     return [BoundCardRow(binding=b, card=c) for b, c in rows.all()]
+
+
+# The scope of every patient request: the open bindings' columns, built once and read
+# without the ORM's identity map (it runs on every H5 page and patient API call).
+_SCOPE = (
+    select(
+        Card.id,
+        Card.card_no,
+        Card.card_type,
+        Card.holder_name_masked,
+        Card.id_number_masked,
+        Card.phone_masked,
+        CardBinding.relationship,
+        Card.status,
+        CardBinding.is_active,
+        CardBinding.bound_at,
+    )
+    .join(Card, Card.id == CardBinding.card_id)
+    .where(CardBinding.openid == bindparam("openid"), CardBinding.unbound_at.is_(None))
+    .order_by(CardBinding.bound_at, CardBinding.id)
+)
+
+
+async def scope_rows(session: AsyncSession, openid: str) -> list[Any]:
+    """(card id, card no, type, masked holder/id/phone, relationship, status, is active,
+    bound at) of each open binding, oldest first."""
+    conn = await session.connection()
+    return list((await conn.execute(_SCOPE, {"openid": openid})).all())
 
 
 async def count_open_bindings(session: AsyncSession, openid: str) -> int:

@@ -65,29 +65,30 @@ def _actor(openid: str) -> str:
     return f"patient:{openid}"
 
 
-def _bound(row: repo.BoundCardRow) -> BoundCard:
-    c, b = row.card, row.binding
-    return BoundCard(
-        card_id=c.id,
-        card_no=c.card_no,
-        card_type=c.card_type,
-        holder_name_masked=c.holder_name_masked,
-        id_number_masked=c.id_number_masked,
-        phone_masked=c.phone_masked,
-        relationship=b.relationship,
-        status=c.status,
-        is_active=b.is_active,
-        bound_at=b.bound_at,
-    )
-
-
 # --------------------------------------------------------------------------- the scope
 
 
 async def scope_for(session: AsyncSession, *, openid: str) -> PatientScope:
     """The one place where a caller's patient-data scope is decided: their bound cards."""
-    rows = await repo.open_bindings(session, openid)
-    return PatientScope(openid=openid, cards=tuple(_bound(r) for r in rows))
+    rows = await repo.scope_rows(session, openid)
+    return PatientScope(
+        openid=openid,
+        cards=tuple(
+            BoundCard(
+                card_id=r[0],
+                card_no=r[1],
+                card_type=r[2],
+                holder_name_masked=r[3],
+                id_number_masked=r[4],
+                phone_masked=r[5],
+                relationship=r[6],
+                status=r[7],
+                is_active=r[8],
+                bound_at=r[9],
+            )
+            for r in rows
+        ),
+    )
 
 
 # --------------------------------------------------------------------------- consent

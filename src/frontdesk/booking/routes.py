@@ -13,10 +13,8 @@ browser only sends cross-origin after a CORS preflight that this app never grant
 
 from __future__ import annotations
 
-import math
 import re
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Annotated, Any
@@ -63,17 +61,6 @@ class BodyInvalid(Invalid):
     code = "invalid"
 
 
-class Busy(TooManyRequests):
-    """More booking requests in flight in this process than it serves well: shed at once
-    (503 + Retry-After) instead of queueing without bound behind the database pool."""
-
-    code = "busy"
-    status = 503
-
-
-_in_flight = 0
-
-
 def _policy(request: Request) -> BookingPolicy:
     return BookingPolicy.from_settings(request.app.state.settings)
 
@@ -108,36 +95,37 @@ async def _credit(session: AsyncSession, scope: PatientScope, policy: BookingPol
 
 @dataclass(frozen=True)
 class Gate:
-    """A booking attempt that passed the rate limits and holds its idempotency key."""
+    """A booking attempt that passed admission, the per-IP limit and its own checks."""
 
     openid: str
     key: str
     body: BookRequest
-    existing_booking_id: int | None  # this key already booked: answer with that booking
 
 
-async def _check_limits(request: Request, openid: str) -> None:
-    """Count the attempt per account and per IP (committed even when over the limit, so a
-    loop cannot reset its own counter by failing), then refuse if over."""
-    settings = request.app.state.settings
-    limits = (
-        (Limit("booking.account", settings.booking_attempts_per_minute_account, 60), openid),
-        (Limit("booking.ip", settings.booking_attempts_per_minute_ip, 60), _ip(request)),
+# Per-IP attempts are counted in memory (see ``ratelimit.LocalLimiter``): one row per IP in
+# the database would be locked by every booking transaction from that IP in turn.
+_ip_limiters: dict[int, ratelimit.LocalLimiter] = {}
+
+
+def _ip_limiter(request: Request) -> ratelimit.LocalLimiter:
+    n = request.app.state.settings.booking_attempts_per_minute_ip
+    limiter = _ip_limiters.get(n)
+    if limiter is None:
+        limiter = _ip_limiters[n] = ratelimit.LocalLimiter(Limit("booking.ip", n, 60))
+    return limiter
+
+
+def _account_limit(request: Request) -> Limit:
+    return Limit(
+        "booking.account", request.app.state.settings.booking_attempts_per_minute_account, 60
     )
-    at = now()
-    async with request.app.state.session_provider() as s:
-        counts = [await ratelimit.hit(s, limit, subject, now=at) for limit, subject in limits]
-    for (limit, _subject), n in zip(limits, counts, strict=True):
-        if n > limit.max_events:
-            elapsed = at.timestamp() % limit.window_seconds
-            raise TooManyRequests(retry_after=max(1, math.ceil(limit.window_seconds - elapsed)))
 
 
 async def _read_attempt(request: Request, openid: str) -> tuple[str, BookRequest]:
     if request.url.path.startswith("/api/"):
         key = request.headers.get("idempotency-key", "")
         try:
-            return key, BookRequest.model_validate(await request.json())
+            return key, BookRequest.model_validate_json(await request.body())
         except (ValueError, ValidationError) as exc:
             raise BodyInvalid from exc
     form = await request.form()
@@ -154,61 +142,68 @@ async def _read_attempt(request: Request, openid: str) -> tuple[str, BookRequest
     return form_key if isinstance(form_key, str) else "", body
 
 
-async def booking_gate(request: Request) -> AsyncIterator[Gate]:
-    """Runs before the request's own transaction opens (it is the route's first
-    dependency): load shedding, rate limits, then the idempotency claim, each in a short
-    transaction of its own (on SQLite a second writer could not start while the request
-    holds the lock)."""
-    global _in_flight
-    if _in_flight >= request.app.state.settings.booking_max_in_flight:
-        raise Busy(retry_after=1)
-    _in_flight += 1
-    try:
-        openid = signed_in_openid(request)
-        key, body = await _read_attempt(request, openid)
-        if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
-            raise errors.IdempotencyKeyInvalid
-        await _check_limits(request, openid)
-        async with request.app.state.session_provider() as claim:
-            existing = await booking.claim_request(
-                claim, openid=openid, key=key, request_hash=body.fingerprint(), now=now()
-            )
-        yield Gate(openid=openid, key=key, body=body, existing_booking_id=existing)
-    finally:
-        _in_flight -= 1
+def _caches(request: Request) -> None:
+    catalog.configure_caches(request.app.state.settings.booking_cache_seconds)
+
+
+async def booking_gate(request: Request) -> Gate:
+    """The route's first dependency, before its transaction opens (load shedding happened
+    before routing, in ``web.middleware.InFlightLimitMiddleware``): the per-IP limit, the
+    request's own checks, and "full" for a pool this process knows is empty. None of it
+    touches the database, except one primary-key read of the key when the pool is known
+    full (a retried request that already booked still gets its booking)."""
+    openid = signed_in_openid(request)
+    key, body = await _read_attempt(request, openid)
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
+        raise errors.IdempotencyKeyInvalid
+    at = now()
+    limiter = _ip_limiter(request)
+    if limiter.hit(_ip(request), now=at) > limiter.limit.max_events:
+        raise TooManyRequests(retry_after=ratelimit.retry_after(limiter.limit, at))
+    _caches(request)
+    slot = catalog.cached_slot(body.slot_id)
+    if slot is not None and catalog.known_full(slot.schedule_id):
+        async with request.app.state.session_provider() as s:
+            replay = await booking.replayed_booking(s, openid=openid, key=key)
+        if replay is None:
+            raise errors.ScheduleFull
+    return Gate(openid=openid, key=key, body=body)
 
 
 GateDep = Annotated[Gate, Depends(booking_gate)]
 
 
-async def _book(
-    request: Request, session: AsyncSession, scope: PatientScope, gate: Gate
-) -> BookingView:
-    """Book once per idempotency key. A refusal drops the key's claim in this same
-    transaction and is raised; the routes answer it without raising, so that commits."""
-    policy = _policy(request)
+@dataclass(frozen=True)
+class Booked:
+    view: BookingView
+    replayed: bool
+
+
+async def _book(request: Request, session: AsyncSession, scope: PatientScope, gate: Gate) -> Booked:
+    """One transaction per attempt (the request's): ``booking.attempt`` counts it for the
+    account, claims the idempotency key, books and records the booking under the key. A
+    refusal raises; the routes answer it without raising, so the count commits (a loop
+    cannot reset its own counter by failing) with the key's claim already dropped."""
     if gate.openid != scope.openid:  # the same cookie feeds both; never trust a mix
         raise SignInRequired
-    if gate.existing_booking_id is not None:
-        return await booking.booking_of(
-            session, scope=scope, booking_id=gate.existing_booking_id, policy=policy, now=now()
-        )
-    try:
-        view = await booking.book(
-            session,
-            scope=scope,
-            card_id=gate.body.card_id,
-            slot_id=gate.body.slot_id,
-            policy=policy,
-            now=now(),
-        )
-    except DomainError:
-        await booking.drop_request(session, openid=gate.openid, key=gate.key)
-        raise
-    await booking.finish_request(
-        session, openid=gate.openid, key=gate.key, booking_id=view.booking_id, now=now()
+    view, replayed = await booking.attempt(
+        session,
+        scope=scope,
+        key=gate.key,
+        request_hash=gate.body.fingerprint(),
+        card_id=gate.body.card_id,
+        slot_id=gate.body.slot_id,
+        limit=_account_limit(request),
+        policy=_policy(request),
+        now=now(),
+        ip=_ip(request),
     )
-    return view
+    return Booked(view, replayed=replayed)
+
+
+def _refusal(request: Request, exc: DomainError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, TooManyRequests) else None
+    return error_response(request, status=exc.status, code=exc.code, headers=headers, **exc.params)
 
 
 # --------------------------------------------------------------------------- H5 pages
@@ -252,13 +247,30 @@ async def doctors_page(
 async def _doctor_schedule(request: Request, session: AsyncSession, code: str) -> Any:
     start, end = _window(request)
     key = (code, start)
-    _schedule_cache.ttl = request.app.state.settings.booking_cache_seconds
+    _caches(request)
     hit = _schedule_cache.get(key)
     if hit is not None:
         return hit
     doc = await catalog.doctor(session, code, start=start, end=end)
     scheds = await catalog.schedules(session, start=start, end=end, doctor_code=code)
     value = (doc, scheds, [start + timedelta(days=n) for n in range((end - start).days + 1)])
+    _schedule_cache.put(key, value)
+    return value
+
+
+async def _schedule_slots(request: Request, session: AsyncSession, schedule_id: int) -> Any:
+    """A session's slots page data, from memory for ``booking_cache_seconds`` (the read
+    storm at the release time; the guarded UPDATE decides who gets a slot)."""
+    start, end = _window(request)
+    key = ("slots", schedule_id, start)
+    _caches(request)
+    hit = _schedule_cache.get(key)
+    if hit is not None:
+        return hit
+    sched = await catalog.schedule(session, schedule_id)
+    doc = await catalog.doctor(session, sched.doctor_code, start=start, end=end)
+    slots = await catalog.slots(session, schedule_id=schedule_id)
+    value = (sched, doc, slots)
     _schedule_cache.put(key, value)
     return value
 
@@ -292,10 +304,7 @@ async def doctor_page(
 async def schedule_page(
     request: Request, schedule_id: int, scope: PatientScopeDep, session: SessionDep
 ) -> Response:
-    sched = await catalog.schedule(session, schedule_id)
-    start, end = _window(request)
-    doc = await catalog.doctor(session, sched.doctor_code, start=start, end=end)
-    slots = await catalog.slots(session, schedule_id=schedule_id)
+    sched, doc, slots = await _schedule_slots(request, session, schedule_id)
     policy = _policy(request)
     return render(
         request,
@@ -351,11 +360,11 @@ async def book_page(
     session: SessionDep,
 ) -> Response:
     try:
-        view = await _book(request, session, scope, gate)
+        view = (await _book(request, session, scope, gate)).view
     except DomainError as exc:
-        if exc.status in (401, 404):
-            # Answer here (not by raising) so dropping the key's claim commits.
-            return error_response(request, status=exc.status, code=exc.code, **exc.params)
+        if exc.status in (401, 404, 429):
+            # Answer here (not by raising) so the count and the dropped claim commit.
+            return _refusal(request, exc)
         ctx = await _confirm_context(request, session, scope, slot_id)
         ctx.update(error=exc.code, error_params=exc.params)
         return render(request, "booking/confirm.html", ctx, status=exc.status, openid=scope.openid)
@@ -461,12 +470,11 @@ async def api_book(
     ``Idempotency-Key``. The same key returns the same booking (200); with another body it
     is refused (422); while the first request is still running, 409."""
     try:
-        view = await _book(request, session, scope, gate)
+        done = await _book(request, session, scope, gate)
     except DomainError as exc:
-        # Answer here (not by raising) so dropping the key's claim commits.
-        return error_response(request, status=exc.status, code=exc.code, **exc.params)
-    replayed = gate.existing_booking_id is not None
-    return JSONResponse(_json(view), status_code=200 if replayed else 201)
+        # Answer here (not by raising) so the count and the dropped claim commit.
+        return _refusal(request, exc)
+    return JSONResponse(_json(done.view), status_code=200 if done.replayed else 201)
 
 
 @api.get("/bookings")
@@ -499,8 +507,7 @@ async def api_cancel(
 async def api_slots(
     request: Request, schedule_id: int, scope: PatientScopeDep, session: SessionDep
 ) -> Any:
-    sched = await catalog.schedule(session, schedule_id)
-    slots = await catalog.slots(session, schedule_id=schedule_id)
+    sched, _doc, slots = await _schedule_slots(request, session, schedule_id)
     return {
         "schedule_id": sched.schedule_id,
         "status": sched.status,

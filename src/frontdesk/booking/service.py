@@ -13,13 +13,14 @@ import logging
 import secrets
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
+from typing import Any, NoReturn
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from frontdesk.accounts.schemas import BoundCard, PatientScope
 from frontdesk.booking import errors
+from frontdesk.booking import repository as repo
 from frontdesk.booking.models import (
     BOOKED,
     CANCELLED,
@@ -38,11 +39,13 @@ from frontdesk.booking.models import (
 )
 from frontdesk.booking.schemas import BlockView, BookingPolicy, BookingView, CreditStatus
 from frontdesk.catalog import service as catalog
-from frontdesk.core import audit, outbox
+from frontdesk.catalog.schemas import SlotForBooking
+from frontdesk.core import audit, outbox, ratelimit
 from frontdesk.core.clock import get_clock
+from frontdesk.core.errors import DomainError, TooManyRequests
 from frontdesk.core.i18n import translate
 from frontdesk.core.money import format_fen
-from frontdesk.core.sql import insert_ignoring_conflict
+from frontdesk.core.sql import pg_connection
 from frontdesk.wechat.oa.templates import queue_template
 
 log = logging.getLogger("frontdesk.booking")
@@ -291,40 +294,43 @@ async def blocks(session: AsyncSession, *, now: datetime, limit: int = 200) -> l
 async def claim_request(
     session: AsyncSession, *, openid: str, key: str, request_hash: str, now: datetime
 ) -> int | None:
-    """Claim an idempotency key before booking (run in its own short transaction).
+    """Claim an idempotency key before booking, in the booking's own transaction.
 
     Returns the booking id if this key already booked (the caller answers with it), or
     None if the caller now holds the key and should book. Raises ``IdempotencyKeyReused``
-    (422) for the same key with another body and ``RequestInFlight`` (409) while the first
-    request is still running. A claim left by a crashed request is taken over once stale."""
-    inserted = await session.execute(
-        insert_ignoring_conflict(
-            session,
-            BookingRequest.__table__,
-            {
-                "openid": openid,
-                "idempotency_key": key,
-                "request_hash": request_hash,
-                "state": "in_flight",
-                "created_at": now,
-                "updated_at": now,
-            },
-            conflict_columns=["openid", "idempotency_key"],
-        )
+    (422) for the same key with another body and ``RequestInFlight`` (409) while another
+    request holds a fresh claim. On PostgreSQL a concurrent request with the same key waits
+    at the INSERT until the first commits, then finds its outcome. A claim left behind by
+    a crashed request is taken over once stale."""
+    conn = await session.connection()
+    inserted = await conn.execute(
+        repo.CLAIM[conn.dialect.name],
+        {
+            "openid": openid,
+            "idempotency_key": key,
+            "request_hash": request_hash,
+            "state": "in_flight",
+            "created_at": now,
+            "updated_at": now,
+        },
     )
     if int(getattr(inserted, "rowcount", 0)) == 1:
         return None
-    row = (
-        await session.execute(
-            select(BookingRequest).where(
-                BookingRequest.openid == openid, BookingRequest.idempotency_key == key
-            )
-        )
-    ).scalar_one()
+    return await _claimed_before(
+        session, openid=openid, key=key, request_hash=request_hash, now=now
+    )
+
+
+async def _claimed_before(
+    session: AsyncSession, *, openid: str, key: str, request_hash: str, now: datetime
+) -> int | None:
+    """The key was there already: its booking, or a refusal, or (stale) take it over."""
+    conn = await session.connection()
+    row = (await conn.execute(repo.REQUEST_BY_KEY, {"openid": openid, "key": key})).one()
     if row.request_hash != request_hash:
         raise errors.IdempotencyKeyReused
     if row.state == "done" and row.booking_id is not None:
-        return row.booking_id
+        return int(row.booking_id)
     if row.state == "in_flight" and now - row.updated_at < IN_FLIGHT_STALE:
         raise errors.RequestInFlight
     taken = await session.execute(
@@ -342,14 +348,23 @@ async def claim_request(
     return None
 
 
+async def replayed_booking(session: AsyncSession, *, openid: str, key: str) -> int | None:
+    """The booking this key already made, if any (one primary-key read, no lock)."""
+    conn = await session.connection()
+    row = (await conn.execute(repo.REQUEST_BY_KEY, {"openid": openid, "key": key})).first()
+    if row is None or row.state != "done" or row.booking_id is None:
+        return None
+    return int(row.booking_id)
+
+
 async def finish_request(
     session: AsyncSession, *, openid: str, key: str, booking_id: int, now: datetime
 ) -> None:
     """Record the booking under the key, in the booking's own transaction."""
-    await session.execute(
-        update(BookingRequest)
-        .where(BookingRequest.openid == openid, BookingRequest.idempotency_key == key)
-        .values(state="done", booking_id=booking_id, updated_at=now)
+    conn = await session.connection()
+    await conn.execute(
+        repo.FINISH,
+        {"b_openid": openid, "b_key": key, "b_booking_id": booking_id, "b_now": now},
     )
 
 
@@ -379,29 +394,7 @@ async def booking_by_id(
 # --------------------------------------------------------------------------- booking
 
 
-async def book(
-    session: AsyncSession,
-    *,
-    scope: PatientScope,
-    card_id: int,
-    slot_id: int,
-    policy: BookingPolicy,
-    now: datetime,
-) -> BookingView:
-    """Book a slot for one of the caller's cards.
-
-    Checks, in order: the card is the caller's and usable; the slot exists; its schedule is
-    open, released, not past and before the cut-off; the card is not blocked; it has fewer
-    than K open bookings; fewer than M of the account's cards are in this session. Then one
-    INSERT (whose unique ``active_day_key`` enforces one booking per card per doctor per
-    day) and ONE guarded UPDATE of the slot; the HIS registration is queued in the outbox.
-    """
-    card: BoundCard = scope.card(card_id)
-    if not card.usable:
-        raise errors.CardNotUsable
-    slot = await catalog.slot_for_booking(session, slot_id=slot_id)
-    if slot is None:
-        raise errors.SlotUnknown
+def _check_times(slot: SlotForBooking, policy: BookingPolicy, now: datetime) -> None:
     if slot.status == catalog.SUSPENDED:
         raise errors.ScheduleSuspended
     clock = get_clock()
@@ -412,92 +405,345 @@ async def book(
         raise errors.ScheduleNotReleased(opens_at=opens.isoformat())
     if now > slot.starts_at - policy.cutoff:
         raise errors.BookingClosed
+
+
+async def _usable_slot(
+    session: AsyncSession,
+    *,
+    scope: PatientScope,
+    card_id: int,
+    slot: SlotForBooking | None,
+    policy: BookingPolicy,
+    now: datetime,
+) -> tuple[BoundCard, SlotForBooking]:
+    """The checks that need no database: the card is the caller's and usable; the slot
+    exists; its schedule is open, released, not past and before the cut-off; its pool is
+    not known to be empty."""
+    card: BoundCard = scope.card(card_id)
+    if not card.usable:
+        raise errors.CardNotUsable
+    if slot is None:
+        raise errors.SlotUnknown
+    _check_times(slot, policy, now)
     if catalog.known_full(slot.schedule_id):
         raise errors.ScheduleFull
-    credit = await credit_status(session, card_id=card.card_id, policy=policy, now=now)
-    if credit.blocked:
-        raise errors.BookingBlocked(until=credit.blocked_until_at)
-    today = clock.local_date_of(now)
-    open_count = int(
-        (
-            await session.execute(
-                select(func.count()).where(
-                    Booking.card_id == card.card_id,
-                    Booking.status == BOOKED,
-                    Booking.on_date >= today,
-                )
-            )
-        ).scalar_one()
+    return card, slot
+
+
+def _values(
+    scope: PatientScope, card: BoundCard, slot: SlotForBooking, now: datetime
+) -> dict[str, Any]:
+    return {
+        "booking_ref": _new_ref(),
+        "openid": scope.openid,
+        "card_id": card.card_id,
+        "card_no": card.card_no,
+        "slot_id": slot.slot_id,
+        "schedule_id": slot.schedule_id,
+        "his_schedule_id": slot.his_schedule_id,
+        "doctor_code": slot.doctor_code,
+        "department_code": slot.department_code,
+        "on_date": slot.on_date,
+        "period": slot.period,
+        "level": slot.level,
+        "fee_fen": slot.fee_fen,
+        "sequence_no": slot.sequence_no,
+        "starts_at": slot.starts_at,
+        "ends_at": slot.ends_at,
+        "status": BOOKED,
+        "active_day_key": _day_key(card.card_id, slot.doctor_code, slot.on_date),
+        "his_state": HIS_PENDING,
+        "created_at": now,
+    }
+
+
+async def book(
+    session: AsyncSession,
+    *,
+    scope: PatientScope,
+    card_id: int,
+    slot_id: int,
+    policy: BookingPolicy,
+    now: datetime,
+    ip: str | None = None,
+) -> BookingView:
+    """Book a slot for one of the caller's cards.
+
+    Checks, in order: the card is the caller's and usable; the slot exists; its schedule is
+    open, released, not past and before the cut-off; the pool is not known to be empty;
+    the card is not blocked; it has fewer than K open bookings; fewer than M of the
+    account's cards are in this session (on PostgreSQL under transaction-scoped locks of
+    the card and of the account's session, so two racing requests cannot both pass the
+    count). Then ONE guarded UPDATE takes the slot and one INSERT (whose unique
+    ``active_day_key`` enforces one booking per card per doctor per day) writes the
+    booking; the HIS registration is queued in the outbox. A refusal leaves nothing
+    written (a lost step is undone by the statement after it, in the same transaction).
+
+    The slot and schedule come from a cache a few seconds old
+    (``catalog.slot_for_booking``), which is safe because the guarded UPDATE re-checks
+    everything that can change. ``attempt`` is the same with the rate limit and the
+    idempotency key around it, as the patient routes use it.
+    """
+    found = await catalog.slot_for_booking(session, slot_id=slot_id, cached=True)
+    card, slot = await _usable_slot(
+        session, scope=scope, card_id=card_id, slot=found, policy=policy, now=now
     )
-    if open_count >= policy.max_open_per_card:
+    values = _values(scope, card, slot, now)
+    pg = await pg_connection(session)
+    if pg is not None:
+        keys = repo.lock_keys(
+            card_id=card.card_id, openid=scope.openid, schedule_id=slot.schedule_id
+        )
+        await pg.fetchrow(repo.LOCK_KEYS_PG, keys["ns"], keys["k1"], keys["k2"])
+        booking_id = await _book_pg(session, pg, slot, values, policy=policy, key=None, ip=ip)
+    else:
+        booking_id = await _book_core(session, slot, values, policy=policy, ip=ip)
+    return _view_of_values(booking_id, values, policy, now)
+
+
+async def attempt(
+    session: AsyncSession,
+    *,
+    scope: PatientScope,
+    key: str,
+    request_hash: str,
+    card_id: int,
+    slot_id: int,
+    limit: ratelimit.Limit,
+    policy: BookingPolicy,
+    now: datetime,
+    ip: str | None = None,
+) -> tuple[BookingView, bool]:
+    """A patient's booking request, in the caller's one transaction: count it for the
+    account, claim its idempotency key, ``book``, record the booking under the key.
+
+    Returns (the booking, whether it is a replay of the key's earlier booking). Raises
+    ``TooManyRequests`` over the limit, and the refusals of ``claim_request`` and
+    ``book``. The caller commits a refusal too: the count must stay (a loop cannot reset
+    its own counter by failing), and the key's claim is already dropped, so a retry with
+    the key is judged afresh.
+
+    On PostgreSQL the whole attempt is the scope read plus two statements (``ATTEMPT_PG``
+    and ``BOOK_PG`` in ``booking.repository``); elsewhere the per-domain statements."""
+    found = await catalog.slot_for_booking(session, slot_id=slot_id, cached=True)
+    pg = await pg_connection(session)
+    if pg is None:
+        if await ratelimit.hit(session, limit, scope.openid, now=now) > limit.max_events:
+            raise TooManyRequests(retry_after=ratelimit.retry_after(limit, now))
+        existing = await claim_request(
+            session, openid=scope.openid, key=key, request_hash=request_hash, now=now
+        )
+        if existing is not None:
+            return await booking_of(
+                session, scope=scope, booking_id=existing, policy=policy, now=now
+            ), True
+        try:
+            card, slot = await _usable_slot(
+                session, scope=scope, card_id=card_id, slot=found, policy=policy, now=now
+            )
+            values = _values(scope, card, slot, now)
+            booking_id = await _book_core(session, slot, values, policy=policy, ip=ip)
+        except DomainError:
+            await drop_request(session, openid=scope.openid, key=key)
+            raise
+        await finish_request(session, openid=scope.openid, key=key, booking_id=booking_id, now=now)
+        return _view_of_values(booking_id, values, policy, now), False
+
+    counter, window, expires = ratelimit.window_of(limit, scope.openid, now)
+    keys = repo.lock_keys(
+        card_id=card_id, openid=scope.openid, schedule_id=found.schedule_id if found else 0
+    )
+    first = await pg.fetchrow(
+        repo.ATTEMPT_PG,
+        counter,
+        window,
+        expires,
+        limit.max_events,
+        scope.openid,
+        key,
+        request_hash,
+        now,
+        keys["ns"],
+        keys["k1"],
+        keys["k2"],
+    )
+    if first["count"] > limit.max_events:
+        raise TooManyRequests(retry_after=ratelimit.retry_after(limit, now))
+    if not first["claimed"]:
+        existing = await _claimed_before(
+            session, openid=scope.openid, key=key, request_hash=request_hash, now=now
+        )
+        if existing is not None:
+            return await booking_of(
+                session, scope=scope, booking_id=existing, policy=policy, now=now
+            ), True
+        await pg.fetchrow(repo.LOCK_KEYS_PG, keys["ns"], keys["k1"], keys["k2"])
+    try:
+        card, slot = await _usable_slot(
+            session, scope=scope, card_id=card_id, slot=found, policy=policy, now=now
+        )
+    except DomainError:
+        await drop_request(session, openid=scope.openid, key=key)
+        raise
+    values = _values(scope, card, slot, now)
+    booking_id = await _book_pg(session, pg, slot, values, policy=policy, key=key, ip=ip)
+    return _view_of_values(booking_id, values, policy, now), False
+
+
+def _check_caps(checks: Any, policy: BookingPolicy) -> None:
+    if checks["blocked_until_at"] is not None:
+        raise errors.BookingBlocked(until=checks["blocked_until_at"])
+    if checks["open_bookings"] >= policy.max_open_per_card:
         raise errors.TooManyOpenBookings(limit=policy.max_open_per_card)
-    cards_in_session = set(
-        (
-            await session.execute(
-                select(Booking.card_id).where(
-                    Booking.openid == scope.openid,
-                    Booking.schedule_id == slot.schedule_id,
-                    Booking.status.in_((BOOKED, CHECKED_IN)),
-                )
-            )
-        ).scalars()
-    )
-    if card.card_id not in cards_in_session and len(cards_in_session) >= (
+    if not checks["card_in_session"] and checks["other_cards_in_session"] >= (
         policy.max_cards_per_session
     ):
         raise errors.TooManyCardsInSession(limit=policy.max_cards_per_session)
 
-    booking = Booking(
-        booking_ref=_new_ref(),
-        openid=scope.openid,
-        card_id=card.card_id,
-        card_no=card.card_no,
-        slot_id=slot.slot_id,
-        schedule_id=slot.schedule_id,
-        his_schedule_id=slot.his_schedule_id,
-        doctor_code=slot.doctor_code,
-        department_code=slot.department_code,
-        on_date=slot.on_date,
-        period=slot.period,
-        level=slot.level,
-        fee_fen=slot.fee_fen,
-        sequence_no=slot.sequence_no,
-        starts_at=slot.starts_at,
-        ends_at=slot.ends_at,
+
+async def _book_pg(
+    session: AsyncSession,
+    pg: Any,
+    slot: SlotForBooking,
+    values: dict[str, Any],
+    *,
+    policy: BookingPolicy,
+    key: str | None,
+    ip: str | None,
+) -> int:
+    """PostgreSQL, under the locks of the card and the account's session: ``BOOK_PG``
+    checks the caps, takes the slot with the next booking id, writes the booking, its
+    outbox job and audit row, and records it under the key, or else drops the key's claim.
+    A refusal wrote nothing (a slot taken for a booking the card already holds that day
+    is given back here)."""
+    v = values
+    today = get_clock().local_date_of(v["created_at"])
+    row = await pg.fetchrow(
+        repo.BOOK_PG,
+        v["card_id"],
+        v["created_at"],
+        today,
+        v["openid"],
+        v["schedule_id"],
+        policy.max_open_per_card,
+        policy.max_cards_per_session,
+        v["slot_id"],
+        v["booking_ref"],
+        v["card_no"],
+        v["his_schedule_id"],
+        v["doctor_code"],
+        v["department_code"],
+        v["on_date"],
+        v["period"],
+        v["level"],
+        v["fee_fen"],
+        v["sequence_no"],
+        v["starts_at"],
+        v["ends_at"],
+        v["active_day_key"],
+        REGISTER_JOB,
+        outbox.attempts_for(REGISTER_JOB),
+        ip,
+        key,
+    )
+    if row["booked"] is not None:
+        return int(row["booked"])
+    if row["taken"] is None:
+        _check_caps(row, policy)
+        await _refuse_taken(session, slot)
+    await catalog.release_slot(session, slot_id=slot.slot_id, booking_id=int(row["taken"]))
+    raise errors.DuplicateBooking
+
+
+async def _book_core(
+    session: AsyncSession,
+    slot: SlotForBooking,
+    values: dict[str, Any],
+    *,
+    policy: BookingPolicy,
+    ip: str | None,
+) -> int:
+    """SQLite: BEGIN IMMEDIATE already lets one writer in at a time, so no lock is needed
+    and the order costs nothing; the booking id comes from the INSERT."""
+    conn = await session.connection()
+    checks = (
+        await conn.execute(
+            repo.CHECKS,
+            {
+                "card_id": values["card_id"],
+                "now": values["created_at"],
+                "today": get_clock().local_date_of(values["created_at"]),
+                "openid": values["openid"],
+                "schedule_id": slot.schedule_id,
+            },
+        )
+    ).one()
+    _check_caps(checks._mapping, policy)
+    dialect = conn.dialect.name
+    new_id = (await conn.execute(repo.INSERT_BOOKING[dialect], values)).scalar_one_or_none()
+    if new_id is None:
+        raise errors.DuplicateBooking
+    booking_id = int(new_id)
+    if not await catalog.take_slot(session, slot_id=slot.slot_id, booking_id=booking_id):
+        await conn.execute(repo.DELETE_BOOKING, {"booking_id": booking_id})
+        await _refuse_taken(session, slot)
+    await outbox.enqueue(
+        session, REGISTER_JOB, booking_id=booking_id, dedupe_key=f"{REGISTER_JOB}:{booking_id}"
+    )
+    await audit.append(
+        session,
+        at=values["created_at"],
+        actor=values["openid"],
+        action="booking.book",
+        record_type="booking",
+        record_id=booking_id,
+        card_id=values["card_id"],
+        ip=ip,
+    )
+    return booking_id
+
+
+async def _refuse_taken(session: AsyncSession, cached: SlotForBooking) -> NoReturn:
+    """The guarded UPDATE found the slot not free: say precisely why, from the database
+    (the cached slot may be seconds old)."""
+    slot = await catalog.slot_for_booking(session, slot_id=cached.slot_id)
+    if slot is None:
+        raise errors.SlotUnknown
+    if slot.status == catalog.SUSPENDED:
+        raise errors.ScheduleSuspended
+    if not await catalog.has_free_slot(session, schedule_id=slot.schedule_id):
+        catalog.mark_full(slot.schedule_id)
+        raise errors.ScheduleFull
+    raise errors.SlotTaken
+
+
+def _view_of_values(
+    booking_id: int, v: dict[str, Any], policy: BookingPolicy, now: datetime
+) -> BookingView:
+    deadline = cancel_deadline(v["on_date"], policy)
+    open_ = now < deadline
+    return BookingView(
+        booking_id=booking_id,
+        booking_ref=v["booking_ref"],
+        card_id=v["card_id"],
+        card_no=v["card_no"],
+        schedule_id=v["schedule_id"],
+        doctor_code=v["doctor_code"],
+        department_code=v["department_code"],
+        on_date=v["on_date"],
+        period=v["period"],
+        level=v["level"],
+        fee_fen=v["fee_fen"],
+        sequence_no=v["sequence_no"],
+        starts_at=v["starts_at"],
+        ends_at=v["ends_at"],
         status=BOOKED,
-        active_day_key=_day_key(card.card_id, slot.doctor_code, slot.on_date),
         his_state=HIS_PENDING,
         created_at=now,
+        cancel_deadline_at=deadline,
+        cancellable=open_,
+        not_cancellable_reason=None if open_ else "booking_cancel_deadline_passed",
     )
-    savepoint = await session.begin_nested()
-    try:
-        session.add(booking)
-        try:
-            await session.flush()
-        except IntegrityError as exc:
-            raise errors.DuplicateBooking from exc
-        if not await catalog.take_slot(session, slot_id=slot.slot_id, booking_id=booking.id):
-            if not await catalog.has_free_slot(session, schedule_id=slot.schedule_id):
-                catalog.mark_full(slot.schedule_id)
-                raise errors.ScheduleFull
-            raise errors.SlotTaken
-        await outbox.enqueue(
-            session, REGISTER_JOB, booking_id=booking.id, dedupe_key=f"{REGISTER_JOB}:{booking.id}"
-        )
-        await audit.record(
-            session,
-            at=now,
-            actor=scope.openid,
-            action="booking.book",
-            record_type="booking",
-            record_id=booking.id,
-            card_id=card.card_id,
-        )
-    except BaseException:
-        await savepoint.rollback()
-        raise
-    await savepoint.commit()
-    return _view(booking, policy, now)
 
 
 async def cancel(

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, select, update
+from sqlalchemy import and_, bindparam, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +26,7 @@ from frontdesk.catalog.schemas import (
     SlotView,
     SyncResult,
 )
-from frontdesk.core.sql import dialect_name
+from frontdesk.core.sql import dialect_name, pg_connection
 from frontdesk.his import port
 
 SUSPENDED = port.ScheduleStatus.suspended.value
@@ -181,6 +181,7 @@ async def apply_pool(session: AsyncSession, pool: port.SlotPool) -> bool:
         .values(his_available=False)
     )
     cache.full_pools.forget(schedule_id)
+    slot_cache.clear()  # times or numbers may have moved
     return True
 
 
@@ -196,6 +197,7 @@ async def suspend(session: AsyncSession, *, his_schedule_id: str, now: datetime)
     local = done.scalar_one_or_none()
     if local is not None:
         cache.full_pools.put(local, True)
+        slot_cache.clear()
     return local
 
 
@@ -210,19 +212,70 @@ async def local_schedule_id(session: AsyncSession, his_schedule_id: str) -> int 
 # --------------------------------------------------------------------------- slots
 
 
-async def take_slot(session: AsyncSession, *, slot_id: int, booking_id: int) -> bool:
-    """Give a free slot to a booking: ONE guarded UPDATE, true only for the one winner.
-
-    The same statement on SQLite (transactions are BEGIN IMMEDIATE) and PostgreSQL (the
-    row lock makes a racing UPDATE re-check ``booking_id IS NULL`` after the winner
-    commits), so no slot is ever given twice."""
-    done = await session.execute(
-        update(Slot)
-        .where(Slot.id == slot_id, Slot.booking_id.is_(None), Slot.his_available.is_(True))
-        .values(booking_id=booking_id)
-        .execution_options(synchronize_session=False)
+def _take_stmt() -> Any:
+    suspended = (
+        select(Schedule.id)
+        .where(Schedule.id == Slot.schedule_id, Schedule.status == SUSPENDED)
+        .exists()
     )
-    return int(getattr(done, "rowcount", 0)) == 1
+    return (
+        update(Slot)
+        .where(
+            Slot.id == bindparam("slot_id"),
+            Slot.booking_id.is_(None),
+            Slot.his_available.is_(True),
+            ~suspended,
+        )
+        .values(booking_id=bindparam("new_booking_id"))
+        .returning(Slot.booking_id)
+    )
+
+
+# Built once: the hot path runs it thousands of times a second at release time.
+_TAKE = _take_stmt()
+
+
+# The same statement for asyncpg directly (see ``core.sql.pg_connection``); {next_id} is
+# the booking id: a parameter, or booking's own ``nextval`` expression.
+_TAKE_PG = (
+    "UPDATE slot SET booking_id = {next_id} WHERE slot.id = $1 AND slot.booking_id IS NULL"
+    " AND slot.his_available IS true AND NOT EXISTS (SELECT 1 FROM catalog_schedule"
+    " WHERE catalog_schedule.id = slot.schedule_id AND catalog_schedule.status = $2)"
+    " RETURNING slot.booking_id"
+)
+
+
+async def claim_slot(
+    session: AsyncSession, *, slot_id: int, booking_id: int | None = None, next_id_sql: str = ""
+) -> int | None:
+    """Give a free slot of an unsuspended schedule to a booking: ONE guarded UPDATE, which
+    returns the booking id it stored for the one winner and None for everybody else.
+
+    The booking id is ``booking_id``, or (PostgreSQL) the SQL expression ``next_id_sql``:
+    booking passes ``nextval`` of its own sequence, so the slot is taken before the
+    booking row is written. The same statement on SQLite (transactions are BEGIN
+    IMMEDIATE) and PostgreSQL (the row lock makes a racing UPDATE re-check ``booking_id IS
+    NULL`` after the winner commits), so no slot is ever given twice. The schedule's
+    status is checked in the statement too, so a cached "open" never books a suspended
+    session."""
+    pg = await pg_connection(session)
+    if pg is not None:
+        if booking_id is not None:
+            found = await pg.fetchval(_TAKE_PG.format(next_id="$3"), slot_id, SUSPENDED, booking_id)
+        else:
+            found = await pg.fetchval(_TAKE_PG.format(next_id=next_id_sql), slot_id, SUSPENDED)
+        return int(found) if found is not None else None
+    if booking_id is None:
+        raise ValueError("a booking id is needed outside PostgreSQL")
+    conn = await session.connection()
+    result = await conn.execute(_TAKE, {"slot_id": slot_id, "new_booking_id": booking_id})
+    taken = result.scalar_one_or_none()
+    return int(taken) if taken is not None else None
+
+
+async def take_slot(session: AsyncSession, *, slot_id: int, booking_id: int) -> bool:
+    """``claim_slot`` for a known booking id: true only for the one winner."""
+    return await claim_slot(session, slot_id=slot_id, booking_id=booking_id) is not None
 
 
 async def release_slot(
@@ -266,33 +319,89 @@ async def has_free_slot(session: AsyncSession, *, schedule_id: int) -> bool:
     return found.scalar_one_or_none() is not None
 
 
-async def slot_for_booking(session: AsyncSession, *, slot_id: int) -> SlotForBooking | None:
-    row = (
-        await session.execute(
-            select(Slot, Schedule)
-            .join(Schedule, Schedule.id == Slot.schedule_id)
-            .where(Slot.id == slot_id)
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    slot, sched = row
-    return SlotForBooking(
-        slot_id=slot.id,
-        sequence_no=slot.sequence_no,
-        starts_at=slot.starts_at,
-        ends_at=slot.ends_at,
-        free=slot.booking_id is None and slot.his_available,
-        schedule_id=sched.id,
-        his_schedule_id=sched.his_schedule_id,
-        doctor_code=sched.doctor_code,
-        department_code=sched.department_code,
-        on_date=sched.on_date,
-        period=sched.period,
-        level=sched.level,
-        fee_fen=sched.fee_fen,
-        status=sched.status,
+# A slot and the other slots of its schedule, with the schedule: one read fills the cache
+# for the whole session (patients at the release time pick among the same few sessions).
+_SCHEDULE_OF_SLOT = (
+    select(
+        Slot.id,
+        Slot.sequence_no,
+        Slot.starts_at,
+        Slot.ends_at,
+        Slot.booking_id,
+        Slot.his_available,
+        Schedule.id,
+        Schedule.his_schedule_id,
+        Schedule.doctor_code,
+        Schedule.department_code,
+        Schedule.on_date,
+        Schedule.period,
+        Schedule.level,
+        Schedule.fee_fen,
+        Schedule.status,
     )
+    .join(Schedule, Schedule.id == Slot.schedule_id)
+    .where(
+        Slot.schedule_id
+        == select(Slot.schedule_id).where(Slot.id == bindparam("slot_id")).scalar_subquery()
+    )
+)
+
+# What booking needs of a slot, by slot id, a few seconds old at most: a slot's number,
+# times and schedule do not change during the rush, and everything that does (free, the
+# HIS's availability, a suspension) is re-checked by the guarded UPDATE in ``claim_slot``.
+slot_cache: cache.TtlCache[SlotForBooking] = cache.TtlCache(3.0, max_entries=50_000)
+
+
+async def slot_for_booking(
+    session: AsyncSession, *, slot_id: int, cached: bool = False
+) -> SlotForBooking | None:
+    """The slot and its schedule. ``cached`` answers from ``slot_cache`` when it can (the
+    booking path); ``free`` and ``status`` of a cached answer may then be seconds old.
+    A read also caches the other slots of the same schedule."""
+    if cached:
+        hit = slot_cache.get(slot_id)
+        if hit is not None:
+            return hit
+    conn = await session.connection()
+    found: SlotForBooking | None = None
+    for row in await conn.execute(_SCHEDULE_OF_SLOT, {"slot_id": slot_id}):
+        view = SlotForBooking(
+            slot_id=row[0],
+            sequence_no=row[1],
+            starts_at=row[2],
+            ends_at=row[3],
+            free=row[4] is None and bool(row[5]),
+            schedule_id=row[6],
+            his_schedule_id=row[7],
+            doctor_code=row[8],
+            department_code=row[9],
+            on_date=row[10],
+            period=row[11],
+            level=row[12],
+            fee_fen=row[13],
+            status=row[14],
+        )
+        slot_cache.put(view.slot_id, view)
+        if view.slot_id == slot_id:
+            found = view
+    return found
+
+
+def configure_caches(ttl_seconds: float) -> None:
+    """How long the read-storm caches keep an answer (``booking_cache_seconds``)."""
+    page_cache.ttl = slot_cache.ttl = cache.full_pools.ttl = ttl_seconds
+
+
+def clear_caches() -> None:
+    """Forget every cached answer (tests, whose databases reuse ids, start from nothing)."""
+    page_cache.clear()
+    slot_cache.clear()
+    cache.full_pools.clear()
+
+
+def cached_slot(slot_id: int) -> SlotForBooking | None:
+    """The cached slot, if this process read it a moment ago (no database touched)."""
+    return slot_cache.get(slot_id)
 
 
 # --------------------------------------------------------------------------- browsing

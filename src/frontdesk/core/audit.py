@@ -7,6 +7,7 @@ retention (at least 180 days) is therefore "forever" unless an operator archives
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from frontdesk.core.models import Base, BigId, UTCDateTime
+from frontdesk.core.sql import pg_connection
 
 
 class AuditEntry(Base):
@@ -71,6 +73,63 @@ async def record(
     session.add(entry)
     await session.flush()
     return entry
+
+
+async def append(
+    session: AsyncSession,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    record_type: str,
+    record_id: str | int,
+    card_id: int | None = None,
+    ip: str | None = None,
+    request_id: str | None = None,
+    outcome: str = "ok",
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """``record`` as one prebuilt INSERT on the session's connection, for hot paths: it
+    neither builds an ORM object nor flushes the session."""
+    pg = await pg_connection(session)
+    if pg is not None:
+        await pg.execute(
+            _APPEND_PG,
+            at,
+            actor,
+            action,
+            record_type,
+            str(record_id),
+            card_id,
+            ip,
+            request_id,
+            outcome,
+            json.dumps(detail or {}),
+        )
+        return
+    conn = await session.connection()
+    await conn.execute(
+        _APPEND,
+        {
+            "at": at,
+            "actor": actor,
+            "action": action,
+            "record_type": record_type,
+            "record_id": str(record_id),
+            "card_id": card_id,
+            "ip": ip,
+            "request_id": request_id,
+            "outcome": outcome,
+            "detail": detail or {},
+        },
+    )
+
+
+_APPEND = AuditEntry.__table__.insert()  # type: ignore[attr-defined]
+_APPEND_PG = (
+    "INSERT INTO audit_log (at, actor, action, record_type, record_id, card_id, ip,"
+    " request_id, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+)
 
 
 async def count(

@@ -38,6 +38,7 @@ def create_engine(
     pool_size: int = 8,
     max_overflow: int = 4,
     echo: bool = False,
+    pre_ping: bool = False,
     **kwargs: Any,
 ) -> AsyncEngine:
     """Create the engine with the per-database settings this project relies on."""
@@ -56,7 +57,7 @@ def create_engine(
         echo=echo,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         **kwargs,
     )
@@ -94,10 +95,18 @@ class Database:
     """The engine and session factory of one process, built from settings."""
 
     def __init__(
-        self, url: str, *, pool_size: int = 8, max_overflow: int = 4, echo: bool = False
+        self,
+        url: str,
+        *,
+        pool_size: int = 8,
+        max_overflow: int = 4,
+        echo: bool = False,
+        pre_ping: bool = False,
     ) -> None:
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow, echo=echo)
+        self.engine = create_engine(
+            url, pool_size=pool_size, max_overflow=max_overflow, echo=echo, pre_ping=pre_ping
+        )
         self.sessionmaker = create_sessionmaker(self.engine)
 
     @classmethod

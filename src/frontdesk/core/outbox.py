@@ -14,6 +14,7 @@ commit its work a second time.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import traceback
@@ -36,12 +37,13 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from frontdesk.core.clock import now as clock_now
 from frontdesk.core.models import Base, BigId, UTCDateTime
-from frontdesk.core.sql import insert_ignoring_conflict
+from frontdesk.core.sql import dialect_name, pg_connection
 
 log = logging.getLogger("frontdesk.outbox")
 
@@ -168,6 +170,12 @@ def job(
 # --------------------------------------------------------------------------- enqueue
 
 
+def attempts_for(name: str) -> int:
+    """How many attempts a job of this name gets (its spec's, else 8)."""
+    spec = registry.get(name)
+    return (spec.max_attempts if spec else None) or 8
+
+
 def _check_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in payload.items():
         if not isinstance(value, str | int | float | bool | type(None) | list | dict):
@@ -187,8 +195,7 @@ async def enqueue(
     """Add a job in the caller's transaction. Returns its id, or None if ``dedupe_key``
     was already used (the job exists, and nothing new was written)."""
     now = clock_now()
-    spec = registry.get(name)
-    attempts_cap = max_attempts or (spec.max_attempts if spec else None) or 8
+    attempts_cap = max_attempts or attempts_for(name)
     values = {
         "name": name,
         "payload": _check_payload(payload),
@@ -199,21 +206,42 @@ async def enqueue(
         "created_at": now,
         "run_after_at": run_after or now,
     }
-    table = OutboxJob.__table__
-    if dedupe_key is None:
-        result = await session.execute(
-            table.insert().values(**values).returning(table.c.id)  # type: ignore[attr-defined]
+    pg = await pg_connection(session)
+    if pg is not None:
+        job_id = await pg.fetchval(
+            _ENQUEUE_PG if dedupe_key is not None else _ENQUEUE_PG_ANY,
+            name,
+            json.dumps(values["payload"]),
+            dedupe_key,
+            QUEUED,
+            attempts_cap,
+            now,
+            values["run_after_at"],
         )
-        return int(result.scalar_one())
-    stmt = insert_ignoring_conflict(
-        session,
-        table,
-        values,
-        conflict_columns=["dedupe_key"],
-    )
-    result = await session.execute(stmt.returning(table.c.id))
+        return int(job_id) if job_id is not None else None
+    conn = await session.connection()
+    result = await conn.execute(_ENQUEUE[(dialect_name(session), dedupe_key is not None)], values)
     job_id = result.scalar_one_or_none()
     return int(job_id) if job_id is not None else None
+
+
+def _enqueue_stmt(dialect: str, dedupe: bool) -> Any:
+    table: Any = OutboxJob.__table__
+    if not dedupe:
+        return table.insert().returning(table.c.id)
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    return stmt.returning(table.c.id)
+
+
+_ENQUEUE_PG_ANY = (
+    "INSERT INTO outbox_job (name, payload, dedupe_key, status, attempts, max_attempts,"
+    " created_at, run_after_at) VALUES ($1, $2, $3, $4, 0, $5, $6, $7)"
+)
+_ENQUEUE_PG = _ENQUEUE_PG_ANY + " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
+_ENQUEUE_PG_ANY += " RETURNING id"
+# Built once per dialect: enqueue runs in every booking at release time.
+_ENQUEUE = {(d, k): _enqueue_stmt(d, k) for d in ("postgresql", "sqlite") for k in (True, False)}
 
 
 # --------------------------------------------------------------------------- running

@@ -11,15 +11,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Integer, String, delete
+from sqlalchemy import Integer, String, bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from frontdesk.core.errors import TooManyRequests
 from frontdesk.core.models import Base, UTCDateTime
-from frontdesk.core.sql import dialect_name
+from frontdesk.core.sql import dialect_name, pg_connection
 
 
 class RateCounter(Base):
@@ -42,22 +43,78 @@ class Limit:
             raise ValueError("a limit needs at least one event and a window of one second")
 
 
-async def hit(session: AsyncSession, limit: Limit, subject: str, *, now: datetime) -> int:
-    """Count one event for ``subject``; returns the count in the current window."""
-    epoch = int(now.timestamp())
-    window = epoch // limit.window_seconds
-    key = f"{limit.name}:{subject}"
-    expires = datetime.fromtimestamp((window + 1) * limit.window_seconds, tz=now.tzinfo)
-    insert = postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
-    stmt = (
+def _hit_stmt(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
         insert(RateCounter)
-        .values(key=key, window_start=window, count=1, expires_at=expires)
+        .values(
+            key=bindparam("key"),
+            window_start=bindparam("window_start"),
+            count=1,
+            expires_at=bindparam("expires_at"),
+        )
         .on_conflict_do_update(
             index_elements=["key", "window_start"], set_={"count": RateCounter.count + 1}
         )
         .returning(RateCounter.count)
     )
-    return int((await session.execute(stmt)).scalar_one())
+
+
+_HIT_PG = (
+    "INSERT INTO rate_counter (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3) "
+    "ON CONFLICT (key, window_start) DO UPDATE SET count = rate_counter.count + 1 "
+    "RETURNING count"
+)
+# Built once per dialect (booking counts every attempt at release time).
+_HIT = {name: _hit_stmt(name) for name in ("postgresql", "sqlite")}
+
+
+def window_of(limit: Limit, subject: str, now: datetime) -> tuple[str, int, datetime]:
+    """The counter row of ``subject`` now: (key, window_start, expires_at)."""
+    window = int(now.timestamp()) // limit.window_seconds
+    expires = datetime.fromtimestamp((window + 1) * limit.window_seconds, tz=now.tzinfo)
+    return f"{limit.name}:{subject}", window, expires
+
+
+async def hit(session: AsyncSession, limit: Limit, subject: str, *, now: datetime) -> int:
+    """Count one event for ``subject``; returns the count in the current window."""
+    _key, window, expires = window_of(limit, subject, now)
+    pg = await pg_connection(session)
+    if pg is not None:
+        return int(await pg.fetchval(_HIT_PG, f"{limit.name}:{subject}", window, expires))
+    conn = await session.connection()
+    found = await conn.execute(
+        _HIT[dialect_name(session)],
+        {"key": f"{limit.name}:{subject}", "window_start": window, "expires_at": expires},
+    )
+    return int(found.scalar_one())
+
+
+def retry_after(limit: Limit, now: datetime) -> int:
+    """Seconds until the current window of ``limit`` ends (at least 1)."""
+    elapsed = now.timestamp() % limit.window_seconds
+    return max(1, math.ceil(limit.window_seconds - elapsed))
+
+
+class LocalLimiter:
+    """The same fixed-window count kept in this process's memory, for a limit whose subject
+    is shared by very many requests (an IP behind a carrier NAT): counted in the database,
+    its one row would be locked by every booking transaction in turn and serialise them
+    all. Each process counts for itself, so N processes allow up to N times the limit."""
+
+    def __init__(self, limit: Limit, *, max_subjects: int = 100_000) -> None:
+        self.limit = limit
+        self.max_subjects = max_subjects
+        self._window = -1
+        self._counts: dict[str, int] = {}
+
+    def hit(self, subject: str, *, now: datetime) -> int:
+        window = int(now.timestamp()) // self.limit.window_seconds
+        if window != self._window or len(self._counts) >= self.max_subjects:
+            self._window, self._counts = window, {}
+        n = self._counts.get(subject, 0) + 1
+        self._counts[subject] = n
+        return n
 
 
 async def check(session: AsyncSession, limit: Limit, subject: str, *, now: datetime) -> None:
@@ -68,8 +125,7 @@ async def check(session: AsyncSession, limit: Limit, subject: str, *, now: datet
     """
     count = await hit(session, limit, subject, now=now)
     if count > limit.max_events:
-        elapsed = now.timestamp() % limit.window_seconds
-        raise TooManyRequests(retry_after=max(1, math.ceil(limit.window_seconds - elapsed)))
+        raise TooManyRequests(retry_after=retry_after(limit, now))
 
 
 async def purge_expired(session: AsyncSession, *, now: datetime) -> int:

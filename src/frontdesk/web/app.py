@@ -19,6 +19,7 @@ from frontdesk.web import health, home, patient
 from frontdesk.web.errors import install_error_handlers
 from frontdesk.web.middleware import (
     BodyLimitMiddleware,
+    InFlightLimitMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
 )
@@ -77,6 +78,12 @@ def create_app(
     app.add_middleware(SecurityHeadersMiddleware, hsts=production, frame_ancestors=frame_ancestors)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    # Outermost: booking attempts over the in-flight cap are shed before anything else runs.
+    app.add_middleware(
+        InFlightLimitMiddleware,
+        prefixes=("/api/patient/booking/bookings", "/h5/booking/slots/"),
+        limit=lambda: settings.booking_max_in_flight,
+    )
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import uuid
@@ -178,3 +179,78 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class InFlightLimitMiddleware:
+    """Load shedding before any routing: at most ``limit()`` requests matching
+    ``prefixes``/``methods`` run at once in this process; one more is answered at once with
+    503 ``code`` and ``Retry-After`` instead of queueing behind the CPU and the database
+    pool. Answering here costs a fraction of a routed request, so the process keeps
+    answering quickly even when offered many times what it can serve, and it recovers as
+    soon as the load drops (nothing is queued)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        prefixes: tuple[str, ...],
+        limit: Any,
+        methods: frozenset[str] = frozenset({"POST"}),
+        code: str = "busy",
+        retry_after_seconds: int = 1,
+    ) -> None:
+        self.app = app
+        self.prefixes = prefixes
+        self.limit = limit  # a callable, so tests and settings can change it at run time
+        self.methods = methods
+        self.code = code
+        self.retry_after = str(retry_after_seconds).encode()
+        self.in_flight = 0
+        self.shed = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") not in self.methods
+            or not scope.get("path", "").startswith(self.prefixes)
+        ):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit():
+            self.shed += 1
+            await self._busy(scope, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _busy(self, scope: Scope, send: Send) -> None:
+        headers = dict(scope["headers"])
+        locale = pick_locale(headers.get(b"accept-language", b"").decode("latin-1"))
+        message = translate(self.code, locale)
+        if scope.get("path", "").startswith("/api/"):
+            body = json.dumps(
+                {"error": {"code": self.code, "message": message}}, ensure_ascii=False
+            ).encode()
+            kind = b"application/json; charset=utf-8"
+        else:
+            body = (
+                f'<!doctype html><meta charset="utf-8"><title>{html.escape(message)}</title>'
+                f"<p>{html.escape(message)}</p>"
+            ).encode()
+            kind = b"text/html; charset=utf-8"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", kind),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", self.retry_after),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
