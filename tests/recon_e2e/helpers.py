@@ -10,6 +10,16 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
+
+from frontdesk.billing import models as bm
+from frontdesk.billing import service as billing
+from frontdesk.core import outbox
+from frontdesk.core.clock import FrozenClock
+from frontdesk.core.worker import load_job_modules
+from frontdesk.reconciliation import service as recon
+from frontdesk.reconciliation.models import ReconDifference, ReconRun
+from frontdesk.sims.his_sim import models as hm
+from frontdesk.sims.wechat_sim.pay_state import new_auth_code
 from tests.billing.conftest import World
 from tests.billing.helpers import (
     csrf_of,
@@ -21,16 +31,6 @@ from tests.billing.helpers import (
     phone_pays,
     start_payment,
 )
-
-from frontdesk.billing import models as bm
-from frontdesk.billing import service as billing
-from frontdesk.core import outbox
-from frontdesk.core.clock import FrozenClock
-from frontdesk.core.worker import load_job_modules
-from frontdesk.reconciliation import service as recon
-from frontdesk.reconciliation.models import ReconDifference, ReconRun
-from frontdesk.sims.his_sim import models as hm
-from frontdesk.sims.wechat_sim.pay_state import new_auth_code
 from tests.reconciliation.helpers import SH
 
 load_job_modules()  # the worker loads every job module (JOB_MODULES) when it starts

@@ -15,6 +15,10 @@ from typing import Any
 import httpx
 import pytest
 from openpyxl import load_workbook
+
+from frontdesk.console.models import Role
+from frontdesk.core.clock import FrozenClock
+from frontdesk.reconciliation import service as recon
 from tests.billing.conftest import World
 from tests.billing.helpers import drain
 from tests.console.conftest import create_staff, sign_in
@@ -30,10 +34,6 @@ from tests.recon_e2e.helpers import (
     run_of,
     unpaid_ids,
 )
-
-from frontdesk.console.models import Role
-from frontdesk.core.clock import FrozenClock
-from frontdesk.reconciliation import service as recon
 
 
 @pytest.fixture
