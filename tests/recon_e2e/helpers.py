@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-import httpx
 from sqlalchemy import select
 
 from frontdesk.billing import models as bm
@@ -122,7 +121,7 @@ async def refund_an_item(
     clock.advance(seconds=10)
     await pay_sim.sim.deliver_due()
     async with container.db.session() as s:
-        refund = (
+        refund: bm.BillingRefund | None = (
             (
                 await s.execute(
                     select(bm.BillingRefund)
@@ -155,7 +154,10 @@ async def run_daily(container: Any, clock: FrozenClock) -> None:
 
 async def run_of(container: Any, day: date) -> ReconRun:
     async with container.db.session() as s:
-        return (await s.execute(select(ReconRun).where(ReconRun.day_on == day))).scalar_one()
+        run: ReconRun = (
+            await s.execute(select(ReconRun).where(ReconRun.day_on == day))
+        ).scalar_one()
+        return run
 
 
 async def diffs_of(container: Any, day: date | None = None) -> list[ReconDifference]:
@@ -164,12 +166,3 @@ async def diffs_of(container: Any, day: date | None = None) -> list[ReconDiffere
         if day is not None:
             stmt = stmt.where(ReconDifference.day_on == day)
         return list((await s.execute(stmt)).scalars())
-
-
-__all__ = ["httpx"]
-
-
-async def jobs_dump(container: Any) -> list[tuple[Any, ...]]:
-    async with container.db.session() as s:
-        rows = await s.execute(select(outbox.OutboxJob))
-        return [(j.name, j.status, j.payload, j.last_error) for j in rows.scalars()]
