@@ -1006,6 +1006,22 @@ async def settle_payment(
         raise errors.PaymentNotFound
     if row.state != m.PAY_PAID or row.his_state != m.HIS_PENDING:
         return row.his_state
+    if row.refunded_fen >= row.amount_fen:
+        # All of the money is going (or went) back before the HIS settled it (finance's
+        # "refund through the payments saga" of an unsettled payment): settling now would
+        # book the orders as paid although the patient has the money back.
+        row.his_state = m.HIS_NOT_NEEDED
+        await repo.record_event(
+            session,
+            payment_id=row.id,
+            key=f"saga:{row.id}:refunded_before_settled",
+            kind="settle.skipped_refunded",
+            source="saga",
+            actor="system:billing.settle",
+            at=now,
+            detail={"refunded_fen": row.refunded_fen},
+        )
+        return m.HIS_NOT_NEEDED
     order_ids = await repo.order_ids_of_payment(session, row.id)
     refusal: str | None = None
     try:

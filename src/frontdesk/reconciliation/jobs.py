@@ -94,6 +94,13 @@ async def run_day(ctx: outbox.JobContext, *, day: str, **_: Any) -> None:
         try:
             # Indexed at once: the HIS's list of records is dropped before the ledger is read.
             settlements = index_his(await his.day_settlements(the_day))
+            # The next day's too (once it has begun): this day's payments the HIS settled
+            # only then (a late notify, a settlement retried the next morning) match there.
+            later = (
+                index_his(await his.day_settlements(the_day + timedelta(days=1)))
+                if ctx.now >= day_end
+                else None
+            )
         except HisError as exc:
             await stop(BillRejected("his", f"{type(exc).__name__}: {exc}"), retry=True)
             return
@@ -110,6 +117,7 @@ async def run_day(ctx: outbox.JobContext, *, day: str, **_: Any) -> None:
                 mchid=settings.wechatpay_mchid or None,
                 now=ctx.now,
                 policy=policy,
+                his_later=later,
             )
         except UnicodeDecodeError as exc:
             await stop(BillRejected("encoding", str(exc)), retry=False)

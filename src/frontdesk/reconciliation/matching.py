@@ -190,11 +190,23 @@ def match(
     his: Iterable[SettlementRecord] | HisIndex,
     *,
     keep_matched: bool = True,
+    his_later: HisIndex | None = None,
 ) -> MatchResult:
     """Match a day's bill rows (streamed), ledger entries and HIS settlements (each may be
-    given as its index, already built). The indexes are consumed."""
+    given as its index, already built). The indexes are consumed.
+
+    ``his_later``: the HIS's settlements of the next day. A movement of this day that the
+    HIS booked only the next day (a late notify, a settlement retried or approved by
+    finance the next morning) takes its HIS record from there; the next day's other records
+    are not this day's business and are ignored."""
     led = ledger if isinstance(ledger, dict) else index_ledger(ledger)
     settled = his if isinstance(his, dict) else index_his(his)
+    later: HisIndex = his_later if his_later is not None else {}
+
+    def his_of(key: str) -> _HisItem | None:
+        found = settled.pop(key, None)
+        return found if found is not None else later.pop(key, None)
+
     result = MatchResult(ledger_count=len(led), his_count=len(settled))
     totals = result.totals
 
@@ -244,7 +256,7 @@ def match(
             t.pay_fen += row.settle_fen
         t.fee_milli_fen += row.fee_milli_fen
         _fill_ledger(s, led.pop(key, None))
-        _fill_his(s, settled.pop(key, None))
+        _fill_his(s, his_of(key))
         record(s)
     for key, item in led.items():
         kind = "refund" if key.startswith("r|") else "payment"
@@ -255,7 +267,7 @@ def match(
             out_refund_no=key[2:] if kind == "refund" else "",
         )
         _fill_ledger(s, item)
-        _fill_his(s, settled.pop(key, None))
+        _fill_his(s, his_of(key))
         if not moved(s) and classify(s) is None:
             continue  # started and not final (or closed), nowhere else: no money moved
         record(s)

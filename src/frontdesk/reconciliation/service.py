@@ -34,6 +34,7 @@ from frontdesk.reconciliation.matching import (
     HisIndex,
     LedgerIndex,
     classify,
+    index_his,
     index_ledger,
     match,
     moved,
@@ -165,12 +166,18 @@ async def reconcile(
     mchid: str | None,
     now: datetime,
     policy: Policy,
+    his_later: HisIndex | None = None,
 ) -> Outcome:
     """Parse and match the day, then replace its results in one go. A refused bill raises
-    ``BillRejected`` before anything is written (the caller records it)."""
+    ``BillRejected`` before anything is written (the caller records it).
+
+    ``his_later``: the HIS's settlements of the next day, for this day's movements the HIS
+    booked only then (see ``matching.match``)."""
     led = await read_ledger(session, ledger, day)
+    his_index = his_records if isinstance(his_records, dict) else index_his(his_records)
+    await _drop_earlier_bookings(session, ledger, day, led, his_index)
     parser = BillParser(mchid=mchid)
-    result = match(parser.rows(bill_lines), led, his_records)  # raises BillRejected
+    result = match(parser.rows(bill_lines), led, his_index, his_later=his_later)
     run = await repo.ensure_run(session, day, now=now, state=RECONCILED)
     existing = await repo.differences_of(session, day)
     findings = await _cross_day(session, day, result.findings, policy)
@@ -265,6 +272,21 @@ async def reconcile(
     )
     await session.flush()
     return Outcome(run=run, findings=[f for f, *_ in findings])
+
+
+async def _drop_earlier_bookings(
+    session: AsyncSession, ledger: LedgerSource, day: date, led: LedgerIndex, his: HisIndex
+) -> None:
+    """HIS records of this day for a movement our ledger finished the day before: the HIS
+    booked it late (settled the next morning). That day's run matched them (it reads this
+    day's settlements as its ``his_later``), so they are not this day's ``his_unpaid``.
+    Payments only: the HIS books a refund before WeChat makes it, never after."""
+    start = day_window(day)[0]
+    earlier = start - timedelta(days=1)
+    for key in [k for k in his if k.startswith("p|") and k not in led]:
+        entry = await ledger.find(session, out_trade_no=key[2:])
+        if entry is not None and entry.at is not None and earlier <= entry.at < start:
+            del his[key]
 
 
 async def read_ledger(session: AsyncSession, ledger: LedgerSource, day: date) -> LedgerIndex:

@@ -80,11 +80,14 @@ class Faults:
     mode: str | None = None  # latency | error | timeout | refuse | malformed
     count: int | None = None
     path_contains: str = ""
+    method: str = ""  # only calls of this HTTP method ("" = any): POST settlements, not GET
     latency_ms: int = 0
     timeout_seconds: float = 30.0
 
-    def take(self, path: str) -> str | None:
+    def take(self, path: str, method: str = "") -> str | None:
         if self.mode is None or self.path_contains not in path:
+            return None
+        if self.method and method and self.method != method:
             return None
         if self.count is not None:
             if self.count <= 0:
@@ -155,7 +158,7 @@ class BridgeGate:
             await refusal(scope, receive, send)
             return
         body = refusal
-        fault = self.state.faults.take(scope["path"])
+        fault = self.state.faults.take(scope["path"], scope["method"])
         if fault == "latency":
             await asyncio.sleep(self.state.faults.latency_ms / 1000)
         elif fault == "timeout":
@@ -640,6 +643,7 @@ class FaultSpec(_OpBody):
     mode: str = Field(pattern="^(latency|error|timeout|refuse|malformed)$")
     count: int | None = Field(default=None, ge=1)
     path_contains: str = ""
+    method: str = Field(default="", pattern="^(|GET|POST|PUT|DELETE)$")
     latency_ms: int = Field(default=500, ge=0, le=120_000)
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 

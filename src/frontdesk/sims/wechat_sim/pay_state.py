@@ -121,6 +121,10 @@ class PaySimConfig:
     refund_seconds: float = 3.0
     notify_timeout_seconds: float = 5.0
     bill_url_seconds: float = 300.0
+    # WeChat's clearing books a trade on the bill this long after it happened: the bill's
+    # 交易时间 is that booking time, and the bill of a day holds what was booked that day, so
+    # a payment at 23:59:59 lands on the next day's bill (the cross-day case). 0: at once.
+    bill_lag_seconds: float = 0.0
     background: bool = False  # deliver notifications from a task (server mode)
 
     @property
@@ -917,17 +921,18 @@ class PaySim:
     def bill_lines(self, day: date) -> list[BillLine]:
         start = datetime.combine(day, time.min, tzinfo=CST)
         end = start + timedelta(days=1)
+        lag = timedelta(seconds=self.config.bill_lag_seconds)
         lines: list[BillLine] = []
         for order in self.orders.values():
             if (
                 order.success_at is None
-                or not start <= order.success_at < end
+                or not start <= order.success_at + lag < end
                 or order.transaction_id is None
             ):
                 continue
             lines.append(
                 BillLine(
-                    at=order.success_at,
+                    at=order.success_at + lag,
                     appid=order.appid,
                     mchid=order.mchid,
                     transaction_id=order.transaction_id,
@@ -943,12 +948,12 @@ class PaySim:
                 )
             )
         for refund in self.refunds.values():
-            if not start <= refund.created_at < end:
+            if not start <= refund.created_at + lag < end:
                 continue
             order = self.orders[refund.out_trade_no]
             lines.append(
                 BillLine(
-                    at=refund.created_at,
+                    at=refund.created_at + lag,
                     appid=order.appid,
                     mchid=order.mchid,
                     transaction_id=order.transaction_id or "",
