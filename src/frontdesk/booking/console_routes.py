@@ -112,9 +112,16 @@ async def session_page(
             "rows": rows,
             "mask": booking.mask_card_no,
             "local": lambda v: v.astimezone(get_clock().tz).strftime("%H:%M"),
-            "suspensions": await booking.suspensions(session, schedule_id=schedule_id),
+            "suspensions": [
+                {
+                    "x": x,
+                    "state_key": f"console.booking.suspension_{x.state}",
+                    "refusal_key": "console.booking.his_refused_"
+                    + (x.refusal_code if x.refusal_code in HIS_REFUSALS else "other"),
+                }
+                for x in await booking.suspensions(session, schedule_id=schedule_id)
+            ],
             "booked": await booking.booked_count(session, schedule_id=schedule_id),
-            "his_refusals": HIS_REFUSALS,
             "notice": notice,
             "error": error,
         },
