@@ -382,6 +382,10 @@ def his_conformance(
     holder_name: Annotated[str | None, typer.Option(help="The test card's holder.")] = None,
     last4: Annotated[str | None, typer.Option(help="Last 4 of its ID or phone.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 10.0,
+    suspend_schedule_id: Annotated[
+        str | None,
+        typer.Option(help="A test session the kit may really suspend (else refusals only)."),
+    ] = None,
 ) -> None:
     """Check a HIS bridge implementation against the protocol; exit 1 on any failure."""
     import httpx
@@ -389,7 +393,12 @@ def his_conformance(
     from frontdesk.his.conformance import Target, check_and_report
 
     target = Target(
-        key_id=key_id, secret=secret, card_no=card_no, holder_name=holder_name, last4=last4
+        key_id=key_id,
+        secret=secret,
+        card_no=card_no,
+        holder_name=holder_name,
+        last4=last4,
+        suspend_schedule_id=suspend_schedule_id,
     )
 
     async def run() -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import timedelta
 from typing import Any
 
+from frontdesk.core.clock import get_clock
 from frontdesk.his.conformance import CHECKS, Target, check_and_report, run_checks
 from frontdesk.sims.his_sim.app import sim_state
 from tests.sims.his_helpers import card_holder, client_for
@@ -44,6 +47,44 @@ async def test_the_demo_his_conforms(his_sim: Any, his_secret: str) -> None:
     table = lines[0]
     assert f"{len(CHECKS)} passed, 0 failed" in table
     assert "12 event(s) in order" in table
+
+
+async def test_the_kit_suspends_only_the_session_set_aside_for_it(
+    his_sim: Any, his_secret: str, his_gateway: Any
+) -> None:
+    today = get_clock().today()
+    schedules = await his_gateway.schedules(
+        start=today + timedelta(days=8), end=today + timedelta(days=8)
+    )
+    spare = schedules[-1].schedule_id
+    target = dataclasses.replace(await _target(his_sim, his_secret), suspend_schedule_id=spare)
+    async with client_for(his_sim) as client:
+        results = {r.name: r for r in await run_checks(client, target)}
+    assert all(r.passed for r in results.values()), results
+    assert results["suspension write"].detail == (
+        f"{spare} suspended once, replayed, pool closed, a second request refused"
+    )
+    after = await his_gateway.schedules(start=today, end=today + timedelta(days=13))
+    assert [s.schedule_id for s in after if s.status.value == "suspended"] == [spare]
+
+
+async def test_the_kit_fails_a_his_whose_suspension_write_is_broken(
+    his_sim: Any, his_secret: str, his_gateway: Any
+) -> None:
+    today = get_clock().today()
+    spare = (
+        await his_gateway.schedules(start=today + timedelta(days=8), end=today + timedelta(days=8))
+    )[0]
+    target = dataclasses.replace(
+        await _target(his_sim, his_secret), suspend_schedule_id=spare.schedule_id
+    )
+    # a broken HIS: every call of the suspension write answers 503
+    async with client_for(his_sim) as staff:
+        await staff.put("/operator/faults", json={"mode": "error", "path_contains": "/suspend"})
+    async with client_for(his_sim) as client:
+        results = {r.name: r for r in await run_checks(client, target)}
+    assert not results["suspension write"].passed
+    assert results["idempotency of a write"].passed
 
 
 async def test_the_kit_fails_a_his_that_does_not_check_signatures(

@@ -1,7 +1,9 @@
 """Console page for the scheduling office: the WeChat pools and fill rates per session, the
-bookings of a session with their check-in state, and no-show blocks with a lift (reason
-required, audited). Clinic suspensions are entered in the HIS, which is the source of
-truth; they reach us through its event feed."""
+bookings of a session with their check-in state, no-show blocks with a lift (reason
+required, audited), and the clinic-suspension entry: pick a session, give a reason, confirm
+against the number of patients booked; the suspension is pushed to the HIS through the
+outbox and takes effect here once the HIS accepts it (a refusal is shown on the page).
+Suspensions entered at the HIS itself still reach us through its event feed."""
 
 from __future__ import annotations
 
@@ -12,7 +14,16 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from frontdesk.booking import service as booking
-from frontdesk.booking.errors import BlockNotFound, LiftReasonRequired
+from frontdesk.booking.errors import (
+    BlockNotFound,
+    LiftReasonRequired,
+    SchedulePast,
+    ScheduleSuspended,
+    SuspensionCountChanged,
+    SuspensionPending,
+    SuspensionReasonRequired,
+    SuspensionScheduleUnknown,
+)
 from frontdesk.catalog import service as catalog
 from frontdesk.console.auth import ALL_ROLES, require_role
 from frontdesk.console.nav import register_nav_item
@@ -71,9 +82,25 @@ async def booking_page(
     )
 
 
+# The HIS's refusal codes of a suspension that have their own words for staff.
+HIS_REFUSALS = frozenset({"schedule_past", "schedule_started", "not_found", "invalid_request"})
+SUSPENSION_REFUSALS = (
+    SuspensionScheduleUnknown,
+    SuspensionReasonRequired,
+    SuspensionPending,
+    SchedulePast,
+    ScheduleSuspended,
+)
+
+
 @router.get("/booking/schedules/{schedule_id}")
 async def session_page(
-    principal: Office, request: Request, schedule_id: int, session: SessionDep
+    principal: Office,
+    request: Request,
+    schedule_id: int,
+    session: SessionDep,
+    notice: Annotated[str, Query(max_length=32)] = "",
+    error: Annotated[str, Query(max_length=64)] = "",
 ) -> Response:
     sched = await catalog.schedule(session, schedule_id)
     rows = await booking.session_bookings(session, schedule_id=schedule_id)
@@ -85,6 +112,68 @@ async def session_page(
             "rows": rows,
             "mask": booking.mask_card_no,
             "local": lambda v: v.astimezone(get_clock().tz).strftime("%H:%M"),
+            "suspensions": [
+                {
+                    "x": x,
+                    "state_key": f"console.booking.suspension_{x.state}",
+                    "refusal_key": "console.booking.his_refused_"
+                    + (x.refusal_code if x.refusal_code in HIS_REFUSALS else "other"),
+                }
+                for x in await booking.suspensions(session, schedule_id=schedule_id)
+            ],
+            "booked": await booking.booked_count(session, schedule_id=schedule_id),
+            "notice": notice,
+            "error": error,
+        },
+        principal=principal,
+    )
+
+
+@router.post("/booking/schedules/{schedule_id}/suspend")
+async def suspend(
+    principal: Office,
+    request: Request,
+    schedule_id: int,
+    session: SessionDep,
+    reason: Annotated[str, Form(max_length=1000)] = "",
+    confirm: Annotated[str, Form(max_length=8)] = "",
+    booked: Annotated[int, Form(ge=0, le=1_000_000)] = -1,
+) -> Response:
+    """Without ``confirm``: check, then show how many patients would be told. With it (and
+    the count shown): record the suspension and push it to the HIS."""
+    back = f"/console/booking/schedules/{schedule_id}"
+    clean = " ".join(reason.split())
+    try:
+        if not clean or len(clean) > booking.SUSPENSION_REASON_MAX:
+            raise SuspensionReasonRequired
+        if confirm == "1":
+            await booking.request_suspension(
+                session,
+                schedule_id=schedule_id,
+                reason=clean,
+                staff=principal.actor,
+                booked_seen=booked,
+                now=now(),
+            )
+            return RedirectResponse(f"{back}?notice=suspension_requested", status_code=303)
+        count = await booking.check_suspendable(session, schedule_id=schedule_id, now=now())
+    except SuspensionCountChanged:
+        count = await booking.check_suspendable(session, schedule_id=schedule_id, now=now())
+        changed = True
+    except SuspensionScheduleUnknown as exc:
+        return RedirectResponse(f"/console/booking?error={exc.code}", status_code=303)
+    except SUSPENSION_REFUSALS as exc:
+        return RedirectResponse(f"{back}?error={exc.code}", status_code=303)
+    else:
+        changed = False
+    return render(
+        request,
+        "booking_suspend_confirm.html",
+        {
+            "s": await catalog.schedule(session, schedule_id),
+            "booked": count,
+            "reason": clean,
+            "changed": changed,
         },
         principal=principal,
     )

@@ -89,3 +89,23 @@ class BlockNotFound(NotFound):
 
 class LiftReasonRequired(Invalid):
     code = "booking_lift_reason_required"
+
+
+class SuspensionScheduleUnknown(NotFound):
+    code = "booking_suspension_schedule_not_found"
+
+
+class SuspensionReasonRequired(Invalid):
+    code = "booking_suspension_reason_required"
+
+
+class SuspensionPending(Conflict):
+    """A suspension of this session is already on its way to the HIS."""
+
+    code = "booking_suspension_pending"
+
+
+class SuspensionCountChanged(Conflict):
+    """Bookings changed since staff saw the confirmation: show it again."""
+
+    code = "booking_suspension_count_changed"

@@ -11,9 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 from frontdesk.booking import service
-from frontdesk.booking.models import BOOKED, HIS_PENDING, HIS_REGISTERED
+from frontdesk.booking.models import BOOKED, HIS_PENDING, HIS_REGISTERED, SUSPENSION_PENDING
 from frontdesk.booking.schemas import BookingPolicy
-from frontdesk.catalog import service as catalog
 from frontdesk.core import outbox, scheduler
 from frontdesk.core.clock import get_clock
 from frontdesk.his import events
@@ -90,6 +89,32 @@ async def cancel_in_his(ctx: outbox.JobContext, *, booking_id: int, **_: Any) ->
     await service.cancelled_in_his(ctx.session, booking_id=booking_id)
 
 
+@outbox.job(service.SUSPEND_JOB, max_attempts=12, timeout_seconds=60)
+async def suspend_in_his(ctx: outbox.JobContext, *, suspension_id: int, **_: Any) -> None:
+    """Push a suspension entered in the console to the HIS (idempotent on its request_ref).
+    Accepted (or already suspended there) → the local effect; refused → the code is kept for
+    the page and nothing else changes; an outage retries with backoff."""
+    his: HisGateway = ctx.container.services["his"]
+    async with ctx.container.db.session() as read:
+        row = await service.suspension_to_push(read, suspension_id)
+    if row is None or row.state != SUSPENSION_PENDING:
+        return
+    try:
+        await his.suspend_schedule(
+            schedule_id=row.his_schedule_id, reason=row.reason, request_ref=row.request_ref
+        )
+    except HisUnavailable as exc:
+        raise outbox.RetryLater(f"HIS unavailable: {exc.code}") from exc
+    except HisRejected as exc:
+        if exc.code != "schedule_suspended":
+            await service.suspension_refused(
+                ctx.session, suspension_id=suspension_id, code=exc.code, now=ctx.now
+            )
+            return
+        # Suspended at the HIS already (entered there meanwhile): the end state we asked for.
+    await service.suspension_accepted(ctx.session, suspension_id=suspension_id, now=ctx.now)
+
+
 @outbox.job(CANCEL_SUSPENDED_JOB, max_attempts=8)
 async def cancel_suspended(ctx: outbox.JobContext, *, schedule_id: int, **_: Any) -> None:
     """A suspension found by the catalog sync (the event feed's safety net)."""
@@ -144,13 +169,17 @@ def _text(ctx: events.EventContext, key: str) -> str | None:
 
 @events.on("schedule.suspended")
 async def on_schedule_suspended(ctx: events.EventContext) -> None:
+    """Entered at the HIS, or the echo of our console's own request (``request_ref``): the
+    same path either way, and a second time changes nothing."""
     his_schedule_id = _text(ctx, "schedule_id")
     if his_schedule_id is None:
         return
-    await catalog.suspend(ctx.session, his_schedule_id=his_schedule_id, now=ctx.now)
-    local = await catalog.local_schedule_id(ctx.session, his_schedule_id)
-    if local is not None:
-        await service.cancel_for_suspension(ctx.session, schedule_id=local, now=ctx.now)
+    await service.apply_suspension(
+        ctx.session,
+        his_schedule_id=his_schedule_id,
+        request_ref=_text(ctx, "request_ref"),
+        now=ctx.now,
+    )
 
 
 @events.on("appointment.checked_in")

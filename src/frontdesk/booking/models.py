@@ -102,3 +102,33 @@ class CreditBlock(Base):
     lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     lifted_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lift_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# ScheduleSuspension.state
+SUSPENSION_PENDING, SUSPENSION_DONE, SUSPENSION_REFUSED = "pending", "done", "refused"
+
+
+class ScheduleSuspension(Base):
+    """A clinic suspension (停诊) the scheduling office entered in the console: pushed to the
+    HIS through the outbox (idempotent on ``request_ref``); only once the HIS has accepted it
+    are the session's bookings cancelled here. A refusal keeps its code for the page."""
+
+    __tablename__ = "schedule_suspension"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Our reference, unique forever: the HIS write is idempotent on it, and the HIS's
+    # schedule.suspended event carries it back.
+    request_ref: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)
+    schedule_id: Mapped[int] = mapped_column(BigId, nullable=False, index=True)
+    his_schedule_id: Mapped[str] = mapped_column(String(64), nullable=False)
+    reason: Mapped[str] = mapped_column(String(200), nullable=False)
+    requested_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # Patients booked when staff confirmed (what the confirmation showed them).
+    booked_at_request: Mapped[int] = mapped_column(Integer, nullable=False)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    refusal_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # "pending:<schedule_id>" while the request waits for the HIS, NULL afterwards: unique,
+    # so two staff confirming at once push one suspension, not two.
+    pending_key: Mapped[str | None] = mapped_column(String(48), nullable=True, unique=True)

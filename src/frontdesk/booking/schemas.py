@@ -106,3 +106,19 @@ class BlockView:
     lifted_at: datetime | None
     lifted_by: str | None
     lift_reason: str | None
+
+
+@dataclass(frozen=True)
+class SuspensionView:
+    """A clinic suspension entered in the console, for the scheduling office's page."""
+
+    suspension_id: int
+    request_ref: str
+    schedule_id: int
+    reason: str
+    requested_by: str
+    requested_at: datetime
+    booked_at_request: int
+    state: str  # pending | done | refused
+    refusal_code: str | None
+    finished_at: datetime | None

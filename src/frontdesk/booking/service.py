@@ -16,6 +16,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, NoReturn
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from frontdesk.accounts.schemas import BoundCard, PatientScope
@@ -33,11 +34,21 @@ from frontdesk.booking.models import (
     HIS_SKIPPED,
     NO_SHOW,
     REFUSED_BY_HIS,
+    SUSPENSION_DONE,
+    SUSPENSION_PENDING,
+    SUSPENSION_REFUSED,
     Booking,
     BookingRequest,
     CreditBlock,
+    ScheduleSuspension,
 )
-from frontdesk.booking.schemas import BlockView, BookingPolicy, BookingView, CreditStatus
+from frontdesk.booking.schemas import (
+    BlockView,
+    BookingPolicy,
+    BookingView,
+    CreditStatus,
+    SuspensionView,
+)
 from frontdesk.catalog import service as catalog
 from frontdesk.catalog.schemas import SlotForBooking
 from frontdesk.core import audit, outbox, ratelimit
@@ -1057,3 +1068,216 @@ async def counts_by_schedule(
     for sid, status, n in rows.all():
         out.setdefault(sid, {})[status] = int(n)
     return out
+
+
+# --------------------------------------------------------------------------- suspension
+
+
+SUSPEND_JOB = "booking.suspend_in_his"
+SUSPENSION_REASON_MAX = 200
+
+
+def _suspension_view(s: ScheduleSuspension) -> SuspensionView:
+    return SuspensionView(
+        suspension_id=s.id,
+        request_ref=s.request_ref,
+        schedule_id=s.schedule_id,
+        reason=s.reason,
+        requested_by=s.requested_by,
+        requested_at=s.requested_at,
+        booked_at_request=s.booked_at_request,
+        state=s.state,
+        refusal_code=s.refusal_code,
+        finished_at=s.finished_at,
+    )
+
+
+async def suspensions(session: AsyncSession, *, schedule_id: int) -> list[SuspensionView]:
+    """The suspension requests of a session, newest first."""
+    rows = await session.execute(
+        select(ScheduleSuspension)
+        .where(ScheduleSuspension.schedule_id == schedule_id)
+        .order_by(ScheduleSuspension.id.desc())
+    )
+    return [_suspension_view(s) for s in rows.scalars()]
+
+
+async def booked_count(session: AsyncSession, *, schedule_id: int) -> int:
+    """Patients booked in a session now (whom a suspension would cancel and notify)."""
+    found = await session.execute(
+        select(func.count()).where(Booking.schedule_id == schedule_id, Booking.status == BOOKED)
+    )
+    return int(found.scalar_one())
+
+
+async def check_suspendable(session: AsyncSession, *, schedule_id: int, now: datetime) -> int:
+    """Refuse a session that cannot be suspended from the console (unknown, over, already
+    suspended, a request on its way); else the number of patients booked in it."""
+    found = await catalog.schedules_by_ids(session, [schedule_id])
+    if not found:
+        raise errors.SuspensionScheduleUnknown
+    sched = found[0]
+    if sched.suspended:
+        raise errors.ScheduleSuspended
+    today = get_clock().local_date_of(now)
+    if sched.on_date < today:
+        raise errors.SchedulePast
+    if sched.on_date == today:
+        ends = [s.ends_at for s in await catalog.slots(session, schedule_id=schedule_id)]
+        if ends and max(ends) <= now:
+            raise errors.SchedulePast
+    pending = await session.execute(
+        select(ScheduleSuspension.id).where(
+            ScheduleSuspension.pending_key == f"pending:{schedule_id}"
+        )
+    )
+    if pending.scalar_one_or_none() is not None:
+        raise errors.SuspensionPending
+    return await booked_count(session, schedule_id=schedule_id)
+
+
+async def request_suspension(
+    session: AsyncSession,
+    *,
+    schedule_id: int,
+    reason: str,
+    staff: str,
+    booked_seen: int,
+    now: datetime,
+) -> SuspensionView:
+    """The scheduling office suspends a session: checked, recorded (audited, with the
+    reason) and pushed to the HIS through the outbox. Nothing changes locally until the HIS
+    accepts; ``booked_seen`` is the count the confirmation showed (refused if it changed)."""
+    reason = " ".join(reason.split())
+    if not reason or len(reason) > SUSPENSION_REASON_MAX:
+        raise errors.SuspensionReasonRequired
+    booked = await check_suspendable(session, schedule_id=schedule_id, now=now)
+    if booked != booked_seen:
+        raise errors.SuspensionCountChanged(booked=booked)
+    sched = await catalog.schedule(session, schedule_id)
+    row = ScheduleSuspension(
+        request_ref="SU" + secrets.token_hex(9).upper(),
+        schedule_id=schedule_id,
+        his_schedule_id=sched.his_schedule_id,
+        reason=reason,
+        requested_by=staff[:64],
+        requested_at=now,
+        booked_at_request=booked,
+        state=SUSPENSION_PENDING,
+        pending_key=f"pending:{schedule_id}",
+    )
+    try:
+        async with session.begin_nested():
+            session.add(row)
+            await session.flush()
+    except IntegrityError:
+        raise errors.SuspensionPending from None
+    await outbox.enqueue(
+        session, SUSPEND_JOB, suspension_id=row.id, dedupe_key=f"{SUSPEND_JOB}:{row.id}"
+    )
+    await audit.record(
+        session,
+        at=now,
+        actor=staff,
+        action="booking.suspension_requested",
+        record_type="schedule",
+        record_id=schedule_id,
+        detail={"reason": reason, "booked": booked, "request_ref": row.request_ref},
+    )
+    return _suspension_view(row)
+
+
+async def suspension_to_push(
+    session: AsyncSession, suspension_id: int
+) -> ScheduleSuspension | None:
+    return (
+        await session.execute(
+            select(ScheduleSuspension).where(ScheduleSuspension.id == suspension_id)
+        )
+    ).scalar_one_or_none()
+
+
+async def _finish_suspension(
+    session: AsyncSession, *, where: Any, state: str, code: str | None, now: datetime
+) -> ScheduleSuspension | None:
+    done = await session.execute(
+        update(ScheduleSuspension)
+        .where(where, ScheduleSuspension.state == SUSPENSION_PENDING)
+        .values(state=state, refusal_code=code, finished_at=now, pending_key=None)
+        .returning(ScheduleSuspension.id)
+        .execution_options(synchronize_session=False)
+    )
+    finished = done.scalar_one_or_none()
+    if finished is None:
+        return None
+    return await suspension_to_push(session, int(finished))
+
+
+async def suspension_accepted(session: AsyncSession, *, suspension_id: int, now: datetime) -> None:
+    """The HIS suspended the session (or had already): the local effect, once."""
+    row = await _finish_suspension(
+        session,
+        where=ScheduleSuspension.id == suspension_id,
+        state=SUSPENSION_DONE,
+        code=None,
+        now=now,
+    )
+    if row is None:
+        return
+    await audit.record(
+        session,
+        at=now,
+        actor="system",
+        action="booking.suspension_accepted",
+        record_type="schedule",
+        record_id=row.schedule_id,
+        detail={"request_ref": row.request_ref},
+    )
+    await apply_suspension(session, his_schedule_id=row.his_schedule_id, request_ref=None, now=now)
+
+
+async def suspension_refused(
+    session: AsyncSession, *, suspension_id: int, code: str, now: datetime
+) -> None:
+    """The HIS refused: keep its code for the page; nothing else changes."""
+    row = await _finish_suspension(
+        session,
+        where=ScheduleSuspension.id == suspension_id,
+        state=SUSPENSION_REFUSED,
+        code=code[:64],
+        now=now,
+    )
+    if row is not None:
+        await audit.record(
+            session,
+            at=now,
+            actor="system",
+            action="booking.suspension_refused",
+            record_type="schedule",
+            record_id=row.schedule_id,
+            outcome="refused",
+            detail={"request_ref": row.request_ref, "code": code[:64]},
+        )
+
+
+async def apply_suspension(
+    session: AsyncSession, *, his_schedule_id: str, request_ref: str | None, now: datetime
+) -> list[int]:
+    """A clinic suspension known to the HIS takes effect here: the schedule is marked
+    suspended (its pool closes) and its bookings are cancelled without penalty, each patient
+    told once. The one path for both the HIS's ``schedule.suspended`` event and our own
+    console's request; safe to run again (the echo of our own request changes nothing).
+    ``request_ref`` (from the event) finishes our request if the echo arrives first."""
+    if request_ref:
+        await _finish_suspension(
+            session,
+            where=ScheduleSuspension.request_ref == request_ref,
+            state=SUSPENSION_DONE,
+            code=None,
+            now=now,
+        )
+    await catalog.suspend(session, his_schedule_id=his_schedule_id, now=now)
+    local = await catalog.local_schedule_id(session, his_schedule_id)
+    if local is None:
+        return []
+    return await cancel_for_suspension(session, schedule_id=local, now=now)

@@ -274,6 +274,17 @@ class HttpHisGateway:
         )
         return result
 
+    async def suspend_schedule(
+        self, *, schedule_id: str, reason: str, request_ref: str
+    ) -> Schedule:
+        result: Schedule = await self._call(
+            "suspend_schedule",
+            path_params={"schedule_id": schedule_id},
+            body={"reason": reason, "request_ref": request_ref},
+            idempotency_key=f"suspend:{request_ref}",
+        )
+        return result
+
     # ------------------------------------------------------------------ orders
 
     async def unpaid_orders(self, *, card_no: str) -> list[Order]:

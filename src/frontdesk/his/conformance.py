@@ -4,7 +4,8 @@
 
 It speaks raw HTTP with ``frontdesk.his.signing`` (not through our adapter, which would hide
 protocol faults behind retries) and prints one line per check. Run it against a test
-environment: the write checks book one slot for the test card and cancel it again.
+environment: the write checks book one slot for the test card and cancel it again, and
+suspend the session named by ``--suspend-schedule-id`` (only if given).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class Target:
     card_no: str = "6100000001"
     holder_name: str | None = None
     last4: str | None = None
+    # A session set aside for the test that the kit may really suspend (停诊); without it the
+    # suspension write is checked through refusals only.
+    suspend_schedule_id: str | None = None
 
 
 class _Kit:
@@ -294,6 +298,54 @@ class _Kit:
             raise CheckFailed("repeating the cancel did not return the first result")
         return f"register and cancel replayed the same answer ({cancelled.status.value})"
 
+    async def suspension_write(self) -> str:
+        """``suspend_schedule``: refusals that change nothing always; a real suspension (and
+        its replay) only on the session the operator set aside for the test."""
+        ref = "CONF" + secrets.token_hex(6).upper()
+        unknown_path = f"{p.PREFIX}/schedules/NOSUCHSCHEDULE/suspend"
+        body = {"reason": "conformance", "request_ref": ref}
+        key = {"Idempotency-Key": f"conformance:suspend:{ref}"}
+        first = await self.send("POST", unknown_path, body=body, headers=key)
+        self.envelope(first, status={404}, code="not_found")
+        again = await self.send("POST", unknown_path, body=body, headers=key)
+        if again.status_code != first.status_code or again.json() != first.json():
+            raise CheckFailed("a repeated refused suspension did not get the same answer")
+        target = self.t.suspend_schedule_id
+        path = f"{p.PREFIX}/schedules/{target or 'NOSUCHSCHEDULE'}/suspend"
+        empty = await self.send(
+            "POST",
+            path,
+            body={"reason": "", "request_ref": ref + "E"},
+            headers={"Idempotency-Key": f"conformance:suspend:{ref}E"},
+        )
+        self.envelope(empty, status={404, 422})
+        no_key = await self.send("POST", path, body={**body, "request_ref": ref + "K"})
+        self.envelope(no_key, status={400, 422})
+        if not target:
+            return "refusals only (no --suspend-schedule-id given)"
+        real = {"reason": "conformance", "request_ref": ref + "S"}
+        real_key = {"Idempotency-Key": f"conformance:suspend:{ref}S"}
+        s1 = await self.send("POST", path, body=real, headers=real_key)
+        suspended = self.shape("suspend_schedule", s1)
+        if suspended.schedule_id != target or suspended.status.value != "suspended":
+            raise CheckFailed("the answer is not the suspended schedule")
+        s2 = await self.send("POST", path, body=real, headers=real_key)
+        if s2.status_code != 200 or s2.json() != s1.json():
+            raise CheckFailed("repeating the suspension did not return the first result")
+        pool = self.shape(
+            "slot_pool", await self.send("GET", f"{p.PREFIX}/schedules/{target}/slots")
+        )
+        if any(slot.available for slot in pool.slots):
+            raise CheckFailed("a suspended session still offers slots")
+        other = await self.send(
+            "POST",
+            path,
+            body={"reason": "conformance", "request_ref": ref + "T"},
+            headers={"Idempotency-Key": f"conformance:suspend:{ref}T"},
+        )
+        self.envelope(other, status={409, 422}, code="schedule_suspended")
+        return f"{target} suspended once, replayed, pool closed, a second request refused"
+
     async def money_writes_refuse_safely(self) -> str:
         """Settle and refund are checked only through refusals that move no money: a
         settlement one fen off must be ``amount_mismatch`` (the same answer when repeated),
@@ -385,6 +437,7 @@ CHECKS: list[tuple[str, Callable[[_Kit], Awaitable[str]]]] = [
     ("order shapes", _Kit.order_shapes),
     ("report shapes", _Kit.report_shapes),
     ("idempotency of a write", _Kit.write_idempotency),
+    ("suspension write", _Kit.suspension_write),
     ("money writes refuse safely", _Kit.money_writes_refuse_safely),
     ("event feed ordering", _Kit.event_feed_ordering),
 ]

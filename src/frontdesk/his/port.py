@@ -55,7 +55,8 @@ class HisRejected(HisError):
     ``card_mismatch``, ``schedule_suspended``, ``slot_taken``, ``slot_not_found``,
     ``booking_ref_used``, ``appointment_not_cancellable``, ``order_not_unpaid``,
     ``amount_mismatch``, ``already_settled``, ``not_refundable``, ``refund_ref_used``,
-    ``invalid_request``, ``idempotency_key_reused``; and configuration faults such as
+    ``invalid_request``, ``idempotency_key_reused``, ``schedule_past``, ``schedule_started``;
+    and configuration faults such as
     ``signature_invalid``, ``timestamp_out_of_window``, ``nonce_reused``, ``unknown_key``.
     """
 
@@ -462,6 +463,16 @@ class HisGateway(Protocol):
     async def cancel_appointment(self, *, appointment_id: str, reason: str) -> Appointment: ...
 
     async def appointment(self, appointment_id: str) -> Appointment: ...
+
+    async def suspend_schedule(
+        self, *, schedule_id: str, reason: str, request_ref: str
+    ) -> Schedule:
+        """Suspend a clinic session (停诊) entered by the scheduling office, exactly once per
+        ``request_ref``: the HIS cancels its appointments (``cancelled_by_suspension``), closes
+        the pool and emits ``schedule.suspended`` (with ``request_ref``). Refused with
+        ``not_found``, ``schedule_suspended`` (already), ``schedule_past`` or
+        ``schedule_started`` (patients already seen)."""
+        ...
 
     # orders
     async def unpaid_orders(self, *, card_no: str) -> list[Order]: ...

@@ -88,6 +88,11 @@ class CancelAppointmentRequest(_Request):
     reason: str = Field(default="", max_length=200)
 
 
+class SuspendScheduleRequest(_Request):
+    reason: str = Field(min_length=1, max_length=200)
+    request_ref: str = Field(pattern=_REF)
+
+
 class PreSettleRequest(_Request):
     card_no: str = Field(pattern=r"^[0-9A-Za-z]{4,20}$")
     order_ids: list[str] = Field(min_length=1, max_length=50)
@@ -133,6 +138,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "cancel_appointment", "POST", f"{PREFIX}/appointments/{{appointment_id}}/cancel", True
     ),
     Operation("appointment", "GET", f"{PREFIX}/appointments/{{appointment_id}}", False),
+    Operation("suspend_schedule", "POST", f"{PREFIX}/schedules/{{schedule_id}}/suspend", True),
     Operation("unpaid_orders", "GET", f"{PREFIX}/orders", False),
     Operation("pre_settle", "POST", f"{PREFIX}/orders/pre-settle", False),
     Operation("settle", "POST", f"{PREFIX}/settlements", True),
@@ -162,6 +168,7 @@ RESPONSE_ADAPTERS: dict[str, TypeAdapter[Any]] = {
     "register_appointment": adapter(Appointment),
     "cancel_appointment": adapter(Appointment),
     "appointment": adapter(Appointment),
+    "suspend_schedule": adapter(Schedule),
     "unpaid_orders": adapter(Items[Order]),
     "pre_settle": adapter(PreSettlement),
     "settle": adapter(Settlement),

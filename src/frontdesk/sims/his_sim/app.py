@@ -447,6 +447,28 @@ def bridge_router() -> APIRouter:
     async def appointment(request: Request, appointment_id: _ID) -> Any:
         return await _read(request, lambda s: service.appointment(s, appointment_id))
 
+    @r.post(
+        "/schedules/{schedule_id}/suspend",
+        response_model=Schedule,
+        responses=errors,
+        operation_id="suspend_schedule",
+    )
+    async def suspend_schedule(
+        request: Request,
+        schedule_id: _ID,
+        body: p.SuspendScheduleRequest,
+        idempotency_key: IdemKey = None,
+    ) -> Any:
+        return await _write(
+            request,
+            "suspend_schedule",
+            idempotency_key,
+            body,
+            lambda s: service.suspend_by_request(
+                s, schedule_id, reason=body.reason, request_ref=body.request_ref
+            ),
+        )
+
     @r.get("/orders", response_model=p.Items[Order], responses=errors, operation_id="unpaid_orders")
     async def orders(
         request: Request,

@@ -899,7 +899,43 @@ async def review_report(session: AsyncSession, report_id: str) -> dict[str, Any]
     return await report(session, report_id)
 
 
-async def suspend_schedule(session: AsyncSession, schedule_id: str, reason: str) -> dict[str, Any]:
+async def suspend_by_request(
+    session: AsyncSession, schedule_id: str, *, reason: str, request_ref: str
+) -> dict[str, Any]:
+    """The bridge write: the front server's scheduling office suspends a session. Refused
+    for an unknown, already suspended, past or started session (patients already seen)."""
+    sched = (
+        await session.execute(select(m.schedule).where(m.schedule.c.id == schedule_id))
+    ).one_or_none()
+    if sched is None:
+        raise SimRejected("not_found", "no such schedule", 404)
+    if not reason.strip():
+        raise SimRejected("invalid_request", "a reason is required")
+    if sched.status != "open":
+        raise SimRejected("schedule_suspended", "the session is already suspended")
+    if sched.on_date < clock_now().astimezone(TZ).date():
+        raise SimRejected("schedule_past", "the session is over", 409)
+    seen = (
+        await session.execute(
+            select(func.count()).where(
+                m.appointment.c.schedule_id == schedule_id,
+                m.appointment.c.status == "checked_in",
+            )
+        )
+    ).scalar_one()
+    if seen:
+        raise SimRejected("schedule_started", "patients of this session were checked in", 409)
+    await suspend_schedule(session, schedule_id, reason.strip(), request_ref=request_ref)
+    quota = (
+        await session.execute(select(func.count()).where(m.slot.c.schedule_id == schedule_id))
+    ).scalar_one()
+    fresh = (await session.execute(select(m.schedule).where(m.schedule.c.id == schedule_id))).one()
+    return _schedule_dict(fresh, int(quota))
+
+
+async def suspend_schedule(
+    session: AsyncSession, schedule_id: str, reason: str, *, request_ref: str | None = None
+) -> dict[str, Any]:
     done = await session.execute(
         update(m.schedule)
         .where(m.schedule.c.id == schedule_id, m.schedule.c.status == "open")
@@ -922,6 +958,9 @@ async def suspend_schedule(session: AsyncSession, schedule_id: str, reason: str)
         schedule_id=schedule_id,
         reason=reason,
         cancelled_appointments=len(ids),
+        # Set when the suspension came through the bridge (the front server's own request,
+        # so it can recognise the echo); absent when entered at the HIS.
+        **({"request_ref": request_ref} if request_ref else {}),
     )
     return {"schedule_id": schedule_id, "cancelled_appointment_ids": ids}
 
