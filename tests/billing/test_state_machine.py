@@ -23,8 +23,8 @@ import httpx
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from sqlalchemy import delete, select, text, update
-from tests.conftest import T0
+from sqlalchemy import select, text, update
+from tests.conftest import T0, wipe_all_tables
 from tests.sims.pay_rig import build_pay_rig
 
 from frontdesk.billing import errors, service
@@ -35,7 +35,6 @@ from frontdesk.core import migrate, outbox
 from frontdesk.core.clock import FrozenClock, set_clock
 from frontdesk.core.database import Database
 from frontdesk.core.errors import DomainError
-from frontdesk.core.models import Base
 from frontdesk.core.settings import Settings
 from frontdesk.core.worker import Worker
 from frontdesk.his import jobs as his_jobs
@@ -440,9 +439,7 @@ def test_payment_state_machine(database_url: str, pay_keys: Any, tmp_path: Path)
             await rig.aclose()
             await http.aclose()
             async with database.engine.begin() as conn:
-                for table in reversed(Base.metadata.sorted_tables):
-                    if table.name != "audit_log":
-                        await conn.execute(delete(table))
+                await wipe_all_tables(conn)
                 if conn.dialect.name == "sqlite":
                     await conn.execute(text("SELECT 1"))
             await database.dispose()
