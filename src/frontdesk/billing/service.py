@@ -18,7 +18,7 @@ import logging
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +28,7 @@ from frontdesk.billing import errors
 from frontdesk.billing import models as m
 from frontdesk.billing import repository as repo
 from frontdesk.billing.schemas import (
+    DayTotals,
     EventView,
     ItemView,
     LedgerEntry,
@@ -1950,3 +1951,14 @@ async def refund_payment(
 # Subscribe to WeChat Pay's notifications (run in the notify request's transaction).
 pay_events.register(pay_events.PaymentSucceeded, on_payment_succeeded)
 pay_events.register(pay_events.RefundSettled, on_refund_settled)
+
+
+async def day_totals(session: AsyncSession, *, day: date) -> DayTotals:
+    """Counts and fen sums of the hospital date ``day``: payments paid (by ``paid_at``,
+    whatever was refunded since) and refunds that succeeded (by ``succeeded_at``)."""
+    start, end = get_clock().day_bounds(day)
+    payments, paid_fen = await repo.paid_between(session, start, end)
+    refunds, refunded_fen = await repo.refunded_between(session, start, end)
+    return DayTotals(
+        day=day, payments=payments, paid_fen=paid_fen, refunds=refunds, refunded_fen=refunded_fen
+    )
