@@ -521,7 +521,7 @@ async def test_other_writes_complete_while_the_patient_types_the_password(
                 record_type="billing_payment",
                 record_id=pid,
             )
-            seen.append((pay_sim.sim.orders[row.out_trade_no].state, moved.rowcount))  # type: ignore[attr-defined]
+            seen.append((pay_sim.sim.orders[row.out_trade_no].state, moved.rowcount))
 
     async def poll_sleep(seconds: float) -> None:
         if not seen:
