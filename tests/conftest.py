@@ -128,24 +128,39 @@ async def committed(engine: AsyncEngine, database_url: str) -> AsyncIterator[Dat
     finally:
         await database.dispose()
         async with engine.begin() as conn:
-            for table in reversed(Base.metadata.sorted_tables):
-                if table.name != "audit_log":
-                    await conn.execute(delete(table))
-            await _wipe_audit_log(conn)
+            await wipe_all_tables(conn)
+
+
+# Tables whose migrations install triggers refusing UPDATE and DELETE (core/audit.py,
+# 0920_billing_event_append_only): emptied with the guard lifted, in the same transaction.
+APPEND_ONLY_TABLES = ("audit_log", "billing_event")
+
+
+async def wipe_all_tables(conn: AsyncConnection) -> None:
+    """Empty every table, the append-only ones included (their guards lifted for this only)."""
+    for table in reversed(Base.metadata.sorted_tables):
+        if table.name not in APPEND_ONLY_TABLES:
+            await conn.execute(delete(table))
+    for name in APPEND_ONLY_TABLES:
+        await _wipe_append_only(conn, name)
 
 
 async def _wipe_audit_log(conn: AsyncConnection) -> None:
+    await _wipe_append_only(conn, "audit_log")
+
+
+async def _wipe_append_only(conn: AsyncConnection, table: str) -> None:
     if conn.dialect.name == "postgresql":
-        await conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change"))
-        await conn.execute(text("DELETE FROM audit_log"))
-        await conn.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_change"))
+        await conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER {table}_no_change"))
+        await conn.execute(text(f"DELETE FROM {table}"))
+        await conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER {table}_no_change"))
         return
-    await conn.execute(text("DROP TRIGGER audit_log_no_delete"))
-    await conn.execute(text("DELETE FROM audit_log"))
+    await conn.execute(text(f"DROP TRIGGER {table}_no_delete"))
+    await conn.execute(text(f"DELETE FROM {table}"))
     await conn.execute(
         text(
-            "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log "
-            "BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END"
+            f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
         )
     )
 

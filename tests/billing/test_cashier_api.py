@@ -476,3 +476,72 @@ async def test_refused_refund_requests_change_nothing(
     assert await requests_count(container) == requests_before
     assert pay_sim.sim.refunds == {}
     assert await his_rows(his_sim, hm.refund) == []
+
+
+async def test_other_writes_complete_while_the_patient_types_the_password(
+    world: World,
+    station: HisCaller,
+    his_sim: Any,
+    pay_sim: Any,
+    clock: FrozenClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A code ending in 5 stays USERPAYING while the adapter polls (up to ~30 s). The
+    payment is committed before WeChat is asked and no transaction is open while it
+    polls: another writer changes that very payment row (and writes elsewhere) during the
+    poll, within a second, on SQLite (one writer at a time) as on PostgreSQL."""
+    import asyncio
+
+    from sqlalchemy import update
+
+    from frontdesk.core import audit
+
+    container = world.env.container
+    card_no = world.mine.card_no
+    ids = await _order_ids(his_sim, card_no)
+    pre = await _pre(world, card_no, ids)
+    seen: list[tuple[str, int]] = []
+    real_sleep = pay_sim.pay._sleep
+
+    async def other_writer() -> None:
+        async with container.db.session() as s:
+            pid = await _payment_id(container)
+            row = await s.get(bm.BillingPayment, pid)
+            assert row is not None and row.state == "pending"  # committed before the charge
+            moved = await s.execute(
+                update(bm.BillingPayment)
+                .where(bm.BillingPayment.id == pid, bm.BillingPayment.state == "pending")
+                .values(updated_at=clock.now())
+            )
+            await audit.record(
+                s,
+                at=clock.now(),
+                actor="test:other-writer",
+                action="test.write",
+                record_type="billing_payment",
+                record_id=pid,
+            )
+            seen.append((pay_sim.sim.orders[row.out_trade_no].state, moved.rowcount))
+
+    async def poll_sleep(seconds: float) -> None:
+        if not seen:
+            await asyncio.wait_for(other_writer(), timeout=1.0)
+        await real_sleep(seconds)
+
+    monkeypatch.setattr(pay_sim.pay, "_sleep", poll_sleep)
+    answer = await station.post(
+        PAY,
+        {
+            "request_id": "W-concurrent",
+            "card_no": card_no,
+            "order_ids": ids,
+            "auth_code": new_auth_code("userpaying_success"),
+            "self_pay_fen": pre.self_pay_fen,
+        },
+    )
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["payment"]["state"] == "paid"
+    assert seen == [("USERPAYING", 1)]  # the other write went through mid-poll
+    row = await payment_row(container, await _payment_id(container))
+    assert row.state == "paid" and row.transaction_id

@@ -1,6 +1,7 @@
 """Property-based: random sequences of pay / notify (duplicated, reordered, late, lost) /
-query / HIS failure / refund (with injected SYSTEMERROR) / window payment / amount changes,
-through the real adapters and the simulators, checked after every step:
+query / HIS failure / refund (with injected SYSTEMERROR and WeChat timeouts on pay queries,
+refunds and any call) / window payment / amount changes, through the real adapters and the
+simulators, checked after every step:
 
 - a paid payment is settled in the HIS at most once, and once the saga is done either
   settled exactly once or refunded in full; nothing unpaid is ever settled;
@@ -23,8 +24,8 @@ import httpx
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
-from sqlalchemy import delete, select, text, update
-from tests.conftest import T0
+from sqlalchemy import select, text, update
+from tests.conftest import T0, wipe_all_tables
 from tests.sims.pay_rig import build_pay_rig
 
 from frontdesk.billing import errors, service
@@ -35,7 +36,6 @@ from frontdesk.core import migrate, outbox
 from frontdesk.core.clock import FrozenClock, set_clock
 from frontdesk.core.database import Database
 from frontdesk.core.errors import DomainError
-from frontdesk.core.models import Base
 from frontdesk.core.settings import Settings
 from frontdesk.core.worker import Worker
 from frontdesk.his import jobs as his_jobs
@@ -48,6 +48,10 @@ from frontdesk.sims.wechat_sim.pay_state import SimError
 CARD = "6100000002"
 OPENID = "o-state-machine-payer"
 ENV: dict[str, Any] = {}
+# WeChat timeouts are real time: the adapter gives up after WECHAT_DEADLINE_SECONDS, the
+# simulator holds a faulted answer longer. Small, so the machine stays quick.
+WECHAT_DEADLINE_SECONDS = 0.25
+WECHAT_HOLD_SECONDS = 0.35
 _example = itertools.count(1)
 
 
@@ -66,6 +70,7 @@ class PaymentMachine(RuleBasedStateMachine):
         sim_state(self.his_sim).faults = Faults()
         self.rig.sim.faults.notify.clear()
         self.rig.sim.faults.api_500 = 0
+        self.rig.sim.faults.timeout = 0
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -176,6 +181,32 @@ class PaymentMachine(RuleBasedStateMachine):
     @rule(calls=st.integers(1, 3))
     def wechat_systemerror(self, calls: int) -> None:
         self.rig.sim.faults.api_500 = calls
+
+    def _wechat_answers_late(self, calls: int, where: str) -> None:
+        # WeChat carries the call out but answers after the adapter's deadline: we do not
+        # know whether a refund was accepted or what a payment's state is.
+        self.rig.sim.faults.timeout = calls
+        self.rig.sim.faults.timeout_path = where
+        self.rig.sim.faults.timeout_seconds = WECHAT_HOLD_SECONDS
+
+    @rule(calls=st.integers(1, 2))
+    def wechat_times_out(self, calls: int) -> None:
+        """Whatever WeChat call comes next (order, query, close, refund...) times out."""
+        self._wechat_answers_late(calls, "")
+
+    @rule(k=st.integers(0, 5), calls=st.integers(1, 2))
+    def pay_query_times_out(self, k: int, calls: int) -> None:
+        """Finance asks WeChat about a payment (and its refunds); the query times out."""
+        self._wechat_answers_late(calls, "/v3/pay/transactions/out-trade-no/")
+        self.requery(k)
+        self.run(self._drain())
+
+    @rule(k=st.integers(0, 5), amount=st.integers(1, 3000))
+    def refund_times_out(self, k: int, amount: int) -> None:
+        """A refund is sent; WeChat accepts it but the answer comes too late."""
+        self._wechat_answers_late(1, "/v3/refund/domestic/refunds")
+        self.staff_refund(k, amount)
+        self.run(self._drain())
 
     @rule(i=st.integers(0, 2))
     def paid_at_the_window(self, i: int) -> None:
@@ -354,6 +385,7 @@ class PaymentMachine(RuleBasedStateMachine):
         settled exactly once or refunded in full."""
         sim_state(self.his_sim).faults = Faults()
         self.rig.sim.faults.api_500 = 0
+        self.rig.sim.faults.timeout = 0
         self.rig.sim.faults.notify.clear()
         for _ in range(12):
             self.clock.advance(seconds=600)
@@ -404,7 +436,7 @@ def test_payment_state_machine(database_url: str, pay_keys: Any, tmp_path: Path)
         secret="s" * 32,
     )
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=his_sim), base_url="http://his-sim")
-    rig = build_pay_rig(pay_keys, clock)
+    rig = build_pay_rig(pay_keys, clock, client_timeout_seconds=WECHAT_DEADLINE_SECONDS)
 
     async def setup() -> Any:
         await migrate.upgrade(database.engine)
@@ -434,15 +466,16 @@ def test_payment_state_machine(database_url: str, pay_keys: Any, tmp_path: Path)
             suppress_health_check=[HealthCheck.too_slow],
         )
         PaymentMachine.TestCase().runTest()
+        print(
+            "HELD", Counter(p.split("/")[2] + "/" + p.split("/")[3] for p in rig.sim.answers_held)
+        )
     finally:
 
         async def cleanup() -> None:
             await rig.aclose()
             await http.aclose()
             async with database.engine.begin() as conn:
-                for table in reversed(Base.metadata.sorted_tables):
-                    if table.name != "audit_log":
-                        await conn.execute(delete(table))
+                await wipe_all_tables(conn)
                 if conn.dialect.name == "sqlite":
                     await conn.execute(text("SELECT 1"))
             await database.dispose()

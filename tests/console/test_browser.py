@@ -209,7 +209,9 @@ def test_staff_sign_in_with_totp_and_see_only_their_pages(live_console: LiveCons
             cpage = cashier.new_page()
             _sign_in(cpage, live_console, "carl")
             expect(cpage.locator("nav.sidenav a")).to_have_text(["工作台", "收费窗口", "缴费记录"])
-            expect(cpage.locator('[data-tile="payments_today"] .tile-value')).to_have_text("—")
+            expect(cpage.locator('[data-tile="payments_today"] .tile-value')).to_have_text(
+                "0 · ¥0.00"
+            )
             for path in ("/console/audit", "/console/staff", "/console/health"):
                 response = cpage.goto(f"{base}{path}")
                 assert response is not None

@@ -116,3 +116,39 @@ async def test_the_kit_fails_a_his_with_broken_responses(his_sim: Any, his_secre
         results = {r.name: r for r in await run_checks(client, await _target(his_sim, his_secret))}
     assert not results["report shapes"].passed
     assert results["catalog shapes"].passed
+
+
+async def test_the_kit_reads_back_a_settlement_of_today(
+    his_sim: Any, his_secret: str, his_gateway: Any
+) -> None:
+    """With a settlement on today's list, ``settlement read`` fetches it by its payment
+    reference and compares it with the list; unknown and refused references are 404."""
+    await _with_events(his_sim, 3)
+    [first, *_rest] = await his_gateway.unpaid_orders(card_no="6100000001")
+    pre = await his_gateway.pre_settle(card_no="6100000001", order_ids=[first.order_id])
+    await his_gateway.settle(
+        card_no="6100000001",
+        order_ids=[first.order_id],
+        payment_ref="PCONFTEST000001",
+        self_pay_fen=pre.self_pay_fen,
+    )
+    async with client_for(his_sim) as client:
+        results = {r.name: r for r in await run_checks(client, await _target(his_sim, his_secret))}
+    assert all(r.passed for r in results.values()), results
+    assert results["settlement read"].detail == (
+        "unknown reference is not_found; PCONFTEST000001 reads back as listed"
+    )
+
+
+async def test_the_kit_fails_a_his_whose_settlement_read_is_broken(
+    his_sim: Any, his_secret: str, his_gateway: Any
+) -> None:
+    await _with_events(his_sim, 3)
+    async with client_for(his_sim) as staff:
+        await staff.put(
+            "/operator/faults", json={"mode": "malformed", "path_contains": "/settlements/"}
+        )
+    async with client_for(his_sim) as client:
+        results = {r.name: r for r in await run_checks(client, await _target(his_sim, his_secret))}
+    failed = sorted(name for name, r in results.items() if not r.passed)
+    assert failed == ["settlement read"]

@@ -63,7 +63,9 @@ def sim_config(keys: KeySet, *, mode: str = "public_key", **overrides: Any) -> P
     )
 
 
-def client_config(keys: KeySet, *, mode: str = "public_key") -> PayConfig:
+def client_config(
+    keys: KeySet, *, mode: str = "public_key", timeout_seconds: float = 10.0
+) -> PayConfig:
     return PayConfig(
         api_base=SIM_BASE,
         mchid=keys.mchid,
@@ -79,11 +81,17 @@ def client_config(keys: KeySet, *, mode: str = "public_key") -> PayConfig:
         platform_public_key_id=keys.platform_public_key_id if mode == "public_key" else None,
         codepay_poll_seconds=5.0,
         codepay_wait_seconds=30.0,
+        timeout_seconds=timeout_seconds,
     )
 
 
 def build_pay_rig(
-    keys: KeySet, clock: FrozenClock, *, mode: str = "public_key", **sim_overrides: Any
+    keys: KeySet,
+    clock: FrozenClock,
+    *,
+    mode: str = "public_key",
+    client_timeout_seconds: float = 10.0,
+    **sim_overrides: Any,
 ) -> PaySimRig:
     sim = PaySim(sim_config(keys, mode=mode, **sim_overrides), now=clock.now)
     app = create_pay_sim_app(sim)
@@ -92,6 +100,6 @@ def build_pay_rig(
     async def sleep(seconds: float) -> None:
         clock.advance(seconds=seconds)
 
-    config = client_config(keys, mode=mode)
+    config = client_config(keys, mode=mode, timeout_seconds=client_timeout_seconds)
     pay = HttpWeChatPay(config, http=http, now=clock.now, sleep=sleep)
     return PaySimRig(keys=keys, sim=sim, sim_app=app, pay=pay, config=config, http=http)

@@ -3,11 +3,11 @@ HIS cashier station (the cashier API, ``cashier_routes.py``) and for the console
 page; and the QR code printed on a paper order sheet (``paper_qr``).
 
 Everything here builds on ``billing.service``: a window payment is a ``MICROPAY`` payment
-whose amount is the HIS pre-settlement, charged with ``place_wechat_order(auth_code=...)``
-(the adapter polls while the patient types a password and reverses the order at its
-deadline), and settled in the HIS by the same saga as a WeChat payment. A refund is a
-``start_refund`` (an amount) or a ``request_item_refund`` (items the HIS confirms first),
-back to the payment it came from.
+whose amount is the HIS pre-settlement, charged with ``service.charge_code`` outside any
+open transaction (the adapter polls while the patient types a password and reverses the
+order at its deadline; see ``window_pay``), and settled in the HIS by the same saga as a
+WeChat payment. A refund is a ``start_refund`` (an amount) or a ``request_item_refund``
+(items the HIS confirms first), back to the payment it came from.
 
 Cashier requests are idempotent on the station's ``request_id``: a repeat with the same
 body answers from the payment or refund the first made (its state now); another body is
@@ -22,7 +22,8 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,6 +36,7 @@ from frontdesk.billing import errors, service
 from frontdesk.billing import models as m
 from frontdesk.billing import repository as repo
 from frontdesk.billing.schemas import OrderView, PaymentDetail, PaymentView, RefundView
+from frontdesk.core.clock import now as clock_now
 from frontdesk.core.money import MoneyError, check_fen
 from frontdesk.core.sql import insert_ignoring_conflict
 from frontdesk.his.port import HisGateway
@@ -172,8 +174,12 @@ def check_amount(value: object) -> int:
         raise errors.AmountInvalid(str(exc)) from exc
 
 
+SessionFactory = Callable[[], AbstractAsyncContextManager[AsyncSession]]
+AfterPay = Callable[[AsyncSession, WindowPayment], Awaitable[None]]
+
+
 async def window_pay(
-    session: AsyncSession,
+    sessions: SessionFactory,
     *,
     his: HisGateway,
     pay: WeChatPay,
@@ -187,16 +193,84 @@ async def window_pay(
     device_id: str | None = None,
     client_ip: str | None = None,
     payment_minutes: int = service.DEFAULT_PAYMENT_MINUTES,
+    after: AfterPay | None = None,
 ) -> WindowPayment:
     """Charge the patient's payment code for these unpaid orders of the card.
 
+    Three steps, each ``sessions()`` a short transaction of its own (committed when its
+    block ends, rolled back if it raises), because WeChat may take ~30 s to answer (the
+    adapter polls while the patient types a password) and no write transaction may stay
+    open that long (on SQLite it would block every writer):
+
+    1. record the payment (and the station's ``request_id``) and commit;
+    2. charge the code with no transaction open;
+    3. apply WeChat's answer and commit — a refusal too, so the payment stays ``failed``
+       with ``failure`` set. If WeChat did not answer the payment stays pending (the query
+       job finds out what happened; a repeat of ``request_id`` tells the station).
+
     The amount is the HIS pre-settlement's self-pay share; ``self_pay_fen`` (what the
-    cashier showed the patient) must equal it (``AmountMismatch``). The payment is written
-    first, then WeChat charges the code; a paid payment is settled in the HIS by the saga
-    (outbox). A code WeChat refuses leaves the payment ``failed`` with ``failure`` set; if
-    WeChat did not answer, ``BillingUnavailable`` is raised after the payment was written
-    (the query job finds out what happened, and a repeat of ``request_id`` tells it).
-    Refusals before the charge change nothing if the caller rolls back."""
+    cashier showed the patient) must equal it (``AmountMismatch``). A refusal in step 1
+    raises and changes nothing. ``after`` runs in the last transaction with the outcome
+    (the console's audit record)."""
+    async with sessions() as session:
+        first = await _record_window_payment(
+            session,
+            his=his,
+            request_id=request_id,
+            card_no=card_no,
+            order_ids=order_ids,
+            auth_code=auth_code,
+            self_pay_fen=self_pay_fen,
+            actor=actor,
+            now=now,
+            device_id=device_id,
+            client_ip=client_ip,
+            payment_minutes=payment_minutes,
+        )
+        if isinstance(first, WindowPayment):  # a repeat of the request: no new charge
+            if after is not None:
+                await after(session, first)
+            return first
+    outcome = await service.charge_code(pay, first) if first is not None else None
+    async with sessions() as session:
+        failure: str | None = None
+        if outcome is not None:
+            try:
+                await service.apply_code_outcome(session, outcome=outcome, now=clock_now())
+            except errors.PayRefused as exc:
+                failure = str(exc.params.get("reason") or exc.detail or exc.code)[:64]
+                await _note_request(session, request_id, refusal=failure)
+            except errors.BillingUnavailable:
+                pass  # WeChat did not answer: pending; the query job finds out
+        payment_id = await session.scalar(
+            select(m.BillingCashierRequest.payment_id).where(
+                m.BillingCashierRequest.request_id == request_id
+            )
+        )
+        assert payment_id is not None
+        done = WindowPayment(payment=await _payment_view(session, payment_id), failure=failure)
+        if after is not None:
+            await after(session, done)
+        return done
+
+
+async def _record_window_payment(
+    session: AsyncSession,
+    *,
+    his: HisGateway,
+    request_id: str,
+    card_no: str,
+    order_ids: Sequence[str],
+    auth_code: str,
+    self_pay_fen: int,
+    actor: str,
+    now: datetime,
+    device_id: str | None,
+    client_ip: str | None,
+    payment_minutes: int,
+) -> WindowPayment | service.CodeCharge | None:
+    """Step 1 of ``window_pay``: the answer to a repeated request, or the charge to make
+    (None if the new payment is somehow no longer pending)."""
     code = check_auth_code(auth_code)
     amount = check_amount(self_pay_fen)
     if not CARD_NO.fullmatch(card_no):
@@ -234,24 +308,9 @@ async def window_pay(
     if view.amount_fen != amount:  # the HIS changed its mind between the two calls
         raise errors.AmountMismatch(expected_fen=view.amount_fen)
     await _note_request(session, request_id, payment_id=view.payment_id)
-    failure: str | None = None
-    try:
-        await service.place_wechat_order(
-            session,
-            pay=pay,
-            payment_id=view.payment_id,
-            now=now,
-            client_ip=client_ip,
-            auth_code=code,
-        )
-    except errors.PayRefused as exc:
-        failure = str(exc.params.get("reason") or exc.detail or exc.code)[:64]
-        await _note_request(session, request_id, refusal=failure)
-    except errors.BillingUnavailable:
-        # WeChat did not answer: the payment stays pending and the query job finds out;
-        # a repeat of request_id tells the station the outcome.
-        pass
-    return WindowPayment(payment=await _payment_view(session, view.payment_id), failure=failure)
+    return await service.prepare_code_charge(
+        session, payment_id=view.payment_id, auth_code=code, client_ip=client_ip
+    )
 
 
 async def window_refund(

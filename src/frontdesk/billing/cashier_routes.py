@@ -132,8 +132,12 @@ def _services(container: Any) -> tuple[Any, Any] | JSONResponse:
 
 
 @router.post("/cashier/payments")
-async def cashier_pay(request: Request, session: SessionDep, container: ContainerDep) -> Response:
-    """Charge the patient's payment code for HIS orders (amount = the HIS pre-settlement)."""
+async def cashier_pay(request: Request, container: ContainerDep) -> Response:
+    """Charge the patient's payment code for HIS orders (amount = the HIS pre-settlement).
+
+    No request-wide session: ``cashier.window_pay`` records the payment and commits, charges
+    the code with no transaction open (WeChat may take ~30 s), then applies the answer in a
+    new short transaction."""
     body = await signed_body(request)
     if isinstance(body, JSONResponse):
         return body
@@ -146,22 +150,21 @@ async def cashier_pay(request: Request, session: SessionDep, container: Containe
     his, pay = services
     settings = request.app.state.settings
     try:
-        async with session.begin_nested():
-            done = await cashier.window_pay(
-                session,
-                his=his,
-                pay=pay,
-                request_id=req.request_id,
-                card_no=req.card_no,
-                order_ids=req.order_ids,
-                auth_code=req.auth_code,
-                self_pay_fen=req.self_pay_fen,
-                actor=_actor(request, req.operator),
-                now=clock_now(),
-                device_id=req.device_id,
-                client_ip=request.client.host if request.client else None,
-                payment_minutes=int(settings.billing_payment_minutes),
-            )
+        done = await cashier.window_pay(
+            request.app.state.session_provider,
+            his=his,
+            pay=pay,
+            request_id=req.request_id,
+            card_no=req.card_no,
+            order_ids=req.order_ids,
+            auth_code=req.auth_code,
+            self_pay_fen=req.self_pay_fen,
+            actor=_actor(request, req.operator),
+            now=clock_now(),
+            device_id=req.device_id,
+            client_ip=request.client.host if request.client else None,
+            payment_minutes=int(settings.billing_payment_minutes),
+        )
     except DomainError as exc:
         return _refusal(exc)
     status = 202 if done.payment.state == "pending" else 200

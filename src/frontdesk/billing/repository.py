@@ -541,3 +541,33 @@ async def payments_by_ids(
         return {}
     rows = await session.scalars(select(m.BillingPayment).where(m.BillingPayment.id.in_(ids)))
     return {p.id: p for p in rows}
+
+
+async def paid_between(session: AsyncSession, start: datetime, end: datetime) -> tuple[int, int]:
+    """(count, fen) of payments paid in [start, end) — refunded later or not."""
+    row = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(m.BillingPayment.amount_fen), 0)).where(
+                m.BillingPayment.state == m.PAY_PAID,
+                m.BillingPayment.paid_at >= start,
+                m.BillingPayment.paid_at < end,
+            )
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+async def refunded_between(
+    session: AsyncSession, start: datetime, end: datetime
+) -> tuple[int, int]:
+    """(count, fen) of refunds that succeeded in [start, end)."""
+    row = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(m.BillingRefund.amount_fen), 0)).where(
+                m.BillingRefund.state == m.REF_SUCCESS,
+                m.BillingRefund.succeeded_at >= start,
+                m.BillingRefund.succeeded_at < end,
+            )
+        )
+    ).one()
+    return int(row[0]), int(row[1])

@@ -4,7 +4,7 @@ reconciliation (``LedgerEntry``, /work/BILLING_CONTRACT.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 
@@ -180,3 +180,15 @@ class PlacedOrder:
     pay_params: dict[str, str] = field(default_factory=dict)
     code_url: str | None = None
     state: str = "pending"
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    """A hospital day's money: payments paid that day and refunds that succeeded that day
+    (the console dashboard's tiles)."""
+
+    day: date
+    payments: int
+    paid_fen: int
+    refunds: int
+    refunded_fen: int

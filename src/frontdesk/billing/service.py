@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Collection, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +28,7 @@ from frontdesk.billing import errors
 from frontdesk.billing import models as m
 from frontdesk.billing import repository as repo
 from frontdesk.billing.schemas import (
+    DayTotals,
     EventView,
     ItemView,
     LedgerEntry,
@@ -484,39 +486,120 @@ async def place_wechat_order(
                 row.updated_at = now
                 await session.flush()
             return PlacedOrder(payment_id=row.id, channel=row.channel, code_url=row.code_url)
-        if not auth_code:
-            raise errors.ChannelInvalid("MICROPAY needs the payment code")
-        paid = await pay.pay_by_code(
-            CodePayOrder(
-                out_trade_no=row.out_trade_no,
-                description=row.description,
-                amount_fen=row.amount_fen,
-                auth_code=auth_code,
-                store_id=row.store_id or "window",
-                device_id=row.device_id,
-                payer_client_ip=client_ip or "127.0.0.1",
-                attach=f"payment:{row.id}",
-            )
-        )
-        await apply_trade(
-            session, payment_id=row.id, observed=paid, source="micropay", now=now, actor=row.actor
-        )
     except PayUnavailable as exc:
         raise errors.BillingUnavailable(f"WeChat Pay: {exc.vendor_code}") from exc
     except PayRejected as exc:
-        if row.channel == m.MICROPAY:
-            await _finish_unpaid(
-                session,
-                row,
-                to_state=m.PAY_FAILED,
-                source="micropay",
-                now=now,
-                detail={"reason": exc.reason, "vendor_code": exc.vendor_code},
-            )
         raise errors.PayRefused(exc.reason, reason=exc.reason) from exc
+    if not auth_code:
+        raise errors.ChannelInvalid("MICROPAY needs the payment code")
+    # MICROPAY in one transaction (callers holding a request open use the three steps
+    # below instead: the adapter may poll for ~30 s while the patient types a password).
+    charge = code_charge(row, auth_code=auth_code, client_ip=client_ip)
+    outcome = await charge_code(pay, charge)
+    state = await apply_code_outcome(session, outcome=outcome, now=now)
+    return PlacedOrder(payment_id=row.id, channel=row.channel, state=state)
+
+
+@dataclass(frozen=True)
+class CodeCharge:
+    """A payment-code charge to make with WeChat, outside any open transaction."""
+
+    payment_id: int
+    order: CodePayOrder
+
+
+@dataclass(frozen=True)
+class CodeOutcome:
+    """What WeChat said of a payment-code charge: paid (``trade``), refused for good
+    (``rejected``), or no answer (``unavailable``: the query job finds out)."""
+
+    payment_id: int
+    trade: Payment | None = None
+    rejected: PayRejected | None = None
+    unavailable: PayUnavailable | None = None
+
+
+def code_charge(
+    row: m.BillingPayment, *, auth_code: str, client_ip: str | None = None
+) -> CodeCharge:
+    if row.channel != m.MICROPAY:
+        raise errors.ChannelInvalid("only MICROPAY payments charge a payment code")
+    return CodeCharge(
+        payment_id=row.id,
+        order=CodePayOrder(
+            out_trade_no=row.out_trade_no,
+            description=row.description,
+            amount_fen=row.amount_fen,
+            auth_code=auth_code,
+            store_id=row.store_id or "window",
+            device_id=row.device_id,
+            payer_client_ip=client_ip or "127.0.0.1",
+            attach=f"payment:{row.id}",
+        ),
+    )
+
+
+async def prepare_code_charge(
+    session: AsyncSession, *, payment_id: int, auth_code: str, client_ip: str | None = None
+) -> CodeCharge | None:
+    """Step 1 of a window payment after ``create_payment`` (then commit): the charge to
+    make, or None if the payment is no longer pending."""
+    row = await repo.payment(session, payment_id)
+    if row is None:
+        raise errors.PaymentNotFound
+    if row.state != m.PAY_PENDING:
+        return None
+    return code_charge(row, auth_code=auth_code, client_ip=client_ip)
+
+
+async def charge_code(pay: WeChatPay, charge: CodeCharge) -> CodeOutcome:
+    """Step 2: charge the code. No session: the adapter polls WeChat while the patient
+    types a password and reverses the order at its deadline, which can take ~30 s, and
+    no database transaction may be held open that long."""
+    try:
+        trade = await pay.pay_by_code(charge.order)
+    except PayUnavailable as exc:
+        return CodeOutcome(payment_id=charge.payment_id, unavailable=exc)
+    except PayRejected as exc:
+        return CodeOutcome(payment_id=charge.payment_id, rejected=exc)
+    return CodeOutcome(payment_id=charge.payment_id, trade=trade)
+
+
+async def apply_code_outcome(session: AsyncSession, *, outcome: CodeOutcome, now: datetime) -> str:
+    """Step 3, in a new short transaction: apply the outcome (as a notify would) and return
+    the payment's state. A refusal moves a still-pending payment to ``failed`` and then
+    raises ``PayRefused`` — the caller catches it and commits, so ``failed`` is kept. No
+    answer raises ``BillingUnavailable`` and changes nothing."""
+    row = await repo.payment(session, outcome.payment_id)
+    if row is None:
+        raise errors.PaymentNotFound
+    if outcome.unavailable is not None:
+        raise errors.BillingUnavailable(
+            f"WeChat Pay: {outcome.unavailable.vendor_code}"
+        ) from outcome.unavailable
+    if outcome.rejected is not None:
+        exc = outcome.rejected
+        await _finish_unpaid(
+            session,
+            row,
+            to_state=m.PAY_FAILED,
+            source="micropay",
+            now=now,
+            detail={"reason": exc.reason, "vendor_code": exc.vendor_code},
+        )
+        raise errors.PayRefused(exc.reason, reason=exc.reason) from exc
+    assert outcome.trade is not None
+    await apply_trade(
+        session,
+        payment_id=row.id,
+        observed=outcome.trade,
+        source="micropay",
+        now=now,
+        actor=row.actor,
+    )
     fresh = await repo.payment(session, row.id)
     assert fresh is not None
-    return PlacedOrder(payment_id=row.id, channel=row.channel, state=fresh.state)
+    return fresh.state
 
 
 async def start_payment(
@@ -1884,3 +1967,14 @@ async def refund_payment(
 # Subscribe to WeChat Pay's notifications (run in the notify request's transaction).
 pay_events.register(pay_events.PaymentSucceeded, on_payment_succeeded)
 pay_events.register(pay_events.RefundSettled, on_refund_settled)
+
+
+async def day_totals(session: AsyncSession, *, day: date) -> DayTotals:
+    """Counts and fen sums of the hospital date ``day``: payments paid (by ``paid_at``,
+    whatever was refunded since) and refunds that succeeded (by ``succeeded_at``)."""
+    start, end = get_clock().day_bounds(day)
+    payments, paid_fen = await repo.paid_between(session, start, end)
+    refunds, refunded_fen = await repo.refunded_between(session, start, end)
+    return DayTotals(
+        day=day, payments=payments, paid_fen=paid_fen, refunds=refunds, refunded_fen=refunded_fen
+    )

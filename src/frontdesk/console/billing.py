@@ -20,6 +20,7 @@ from frontdesk.billing import cashier as window
 from frontdesk.billing import errors as billing_errors
 from frontdesk.billing import service as billing
 from frontdesk.console.auth import client_ip, require_role
+from frontdesk.console.dashboard import TileValue, register_dashboard_tile
 from frontdesk.console.models import Role
 from frontdesk.console.nav import register_nav_item
 from frontdesk.console.routes import render
@@ -34,6 +35,22 @@ router = APIRouter(prefix="/console", include_in_schema=False)
 MONEY_ROLES = {Role.cashier, Role.finance, Role.admin}
 Money = Annotated[Principal, Depends(require_role(*MONEY_ROLES))]
 register_nav_item("/console/payments", "console.nav.payments", MONEY_ROLES, order=310)
+
+
+async def _payments_tile(session: AsyncSession, container: Any) -> TileValue:
+    """Payments paid today (the hospital date): how many, and how much."""
+    totals = await billing.day_totals(session, day=get_clock().today())
+    return TileValue(f"{totals.payments} · {format_fen(totals.paid_fen)}")
+
+
+async def _refunds_tile(session: AsyncSession, container: Any) -> TileValue:
+    """Refunds that succeeded today (the hospital date): how many, and how much."""
+    totals = await billing.day_totals(session, day=get_clock().today())
+    return TileValue(f"{totals.refunds} · {format_fen(totals.refunded_fen)}")
+
+
+register_dashboard_tile("payments_today", _payments_tile)
+register_dashboard_tile("refunds_today", _refunds_tile)
 
 
 def _day_range(day: date) -> tuple[datetime, datetime]:

@@ -126,7 +126,6 @@ async def cashier_page(
 async def cashier_pay(
     principal: Cashier,
     request: Request,
-    session: SessionDep,
     container: ContainerDep,
     card_no: Annotated[str, Form(max_length=32)],
     request_id: Annotated[str, Form(max_length=64)],
@@ -135,26 +134,42 @@ async def cashier_pay(
     order: Annotated[list[str] | None, Form(max_length=50)] = None,
 ) -> Response:
     """Charge the payment code for the selected orders (the amount shown must still be the
-    HIS's pre-settlement)."""
+    HIS's pre-settlement). No request-wide session while WeChat is asked (it may take ~30
+    s): ``window_pay`` commits the payment, charges outside any transaction, then applies
+    the answer and writes the audit record in a new short transaction; the page is
+    rendered in a session of its own afterwards."""
     selected = [o[:32] for o in (order or [])]
+    sessions = request.app.state.session_provider
     pay = container.services.get("pay")
+    error: tuple[str, int] | None = None
+    done: window.WindowPayment | None = None
     if pay is None:
-        return await _page(
-            request,
-            principal,
-            session,
-            container,
-            card_no=card_no,
-            selected=selected,
-            error="billing_pay_not_configured",
-            status=503,
-        )
-    try:
-        async with session.begin_nested():
+        error = ("billing_pay_not_configured", 503)
+    else:
+
+        async def audited(session: AsyncSession, outcome: window.WindowPayment) -> None:
+            await audit.record(
+                session,
+                at=now(),
+                actor=principal.actor,
+                action="billing.cashier_pay",
+                record_type="billing_payment",
+                record_id=outcome.payment.payment_id,
+                ip=client_ip(request),
+                detail={
+                    "out_trade_no": outcome.payment.out_trade_no,
+                    "amount_fen": outcome.payment.amount_fen,
+                    "state": outcome.payment.state,
+                    "failure": outcome.failure,
+                    "replayed": outcome.replayed,
+                },
+            )
+
+        try:
             if not self_pay_fen.isdigit():
                 raise billing_errors.AmountInvalid
             done = await window.window_pay(
-                session,
+                sessions,
                 his=container.services["his"],
                 pay=pay,
                 request_id=request_id,
@@ -167,37 +182,25 @@ async def cashier_pay(
                 device_id="console",
                 client_ip=client_ip(request),
                 payment_minutes=int(request.app.state.settings.billing_payment_minutes),
+                after=audited,
             )
-            await audit.record(
+        except DomainError as exc:
+            error = (exc.code, exc.status)
+    async with sessions() as session:
+        if error is not None:
+            return await _page(
+                request,
+                principal,
                 session,
-                at=now(),
-                actor=principal.actor,
-                action="billing.cashier_pay",
-                record_type="billing_payment",
-                record_id=done.payment.payment_id,
-                ip=client_ip(request),
-                detail={
-                    "out_trade_no": done.payment.out_trade_no,
-                    "amount_fen": done.payment.amount_fen,
-                    "state": done.payment.state,
-                    "failure": done.failure,
-                    "replayed": done.replayed,
-                },
+                container,
+                card_no=card_no,
+                selected=selected,
+                error=error[0],
+                status=error[1],
             )
-    except DomainError as exc:
         return await _page(
-            request,
-            principal,
-            session,
-            container,
-            card_no=card_no,
-            selected=selected,
-            error=exc.code,
-            status=exc.status,
+            request, principal, session, container, card_no=card_no, selected=[], result=done
         )
-    return await _page(
-        request, principal, session, container, card_no=card_no, selected=[], result=done
-    )
 
 
 @router.post("/cashier/native")

@@ -374,6 +374,7 @@ class _Kit:
         key = {"Idempotency-Key": f"conformance:settle:{ref}"}
         first = await self.send("POST", f"{p.PREFIX}/settlements", body=body, headers=key)
         self.envelope(first, status={422}, code="amount_mismatch")
+        self.found["refused_payment_ref"] = ref  # must read back as not settled
         again = await self.send("POST", f"{p.PREFIX}/settlements", body=body, headers=key)
         if again.status_code != first.status_code or again.json() != first.json():
             raise CheckFailed("a repeated refused settlement did not get the same answer")
@@ -391,6 +392,47 @@ class _Kit:
         )
         self.envelope(refund, status={404, 409, 422})
         return "wrong amount and unknown item refused, nothing changed"
+
+    async def settlement_read(self) -> str:
+        """``GET /settlements/{payment_ref}``, which Frontdesk asks before it refunds a
+        payment whose settlement failed or timed out: a reference never settled must be
+        ``404 not_found`` (a refused settlement included — else a refused payment would be
+        taken for settled and the money kept), and a settlement of today's list must read
+        back with the same reference, card and self-pay money. Reads only."""
+        never = "CONF" + secrets.token_hex(6).upper()
+        self.envelope(
+            await self.send("GET", f"{p.PREFIX}/settlements/{never}"),
+            status={404},
+            code="not_found",
+        )
+        refused = self.found.get("refused_payment_ref")
+        if refused:
+            self.envelope(
+                await self.send("GET", f"{p.PREFIX}/settlements/{refused}"),
+                status={404},
+                code="not_found",
+            )
+        today = get_clock().today()
+        day = self.shape(
+            "day_settlements",
+            await self.send("GET", f"{p.PREFIX}/settlements", query=f"on_date={today.isoformat()}"),
+        ).items
+        payments = [r for r in day if r.kind == "payment"]
+        if not payments:
+            return "unknown reference is not_found (no settlement today to read back)"
+        record = payments[0]
+        got = self.shape(
+            "settlement", await self.send("GET", f"{p.PREFIX}/settlements/{record.reference}")
+        )
+        if got.payment_ref != record.reference:
+            raise CheckFailed(f"asked for {record.reference}, got {got.payment_ref}")
+        if got.settlement_id != record.his_id:
+            raise CheckFailed("the settlement id differs from the day's list")
+        if got.card_no != record.card_no or got.self_pay_fen != record.amount_fen:
+            raise CheckFailed("card or self-pay money differs from the day's list")
+        if got.insurance_fen + got.self_pay_fen != got.total_fen:
+            raise CheckFailed("settlement shares do not add up to the total")
+        return f"unknown reference is not_found; {record.reference} reads back as listed"
 
     async def event_feed_ordering(self) -> str:
         whole = self.shape(
@@ -439,6 +481,7 @@ CHECKS: list[tuple[str, Callable[[_Kit], Awaitable[str]]]] = [
     ("idempotency of a write", _Kit.write_idempotency),
     ("suspension write", _Kit.suspension_write),
     ("money writes refuse safely", _Kit.money_writes_refuse_safely),
+    ("settlement read", _Kit.settlement_read),
     ("event feed ordering", _Kit.event_feed_ordering),
 ]
 

@@ -159,8 +159,13 @@ async def _handle(request: Request, sim: PaySim, action: Any) -> Response:
         body = await _authenticated(request, sim)
         status, data = action(body)
     except SimError as exc:
-        return error_response(sim, exc)
-    return signed_json(sim, status, data)
+        response = error_response(sim, exc)
+    else:
+        response = signed_json(sim, status, data)
+    delay = sim.answer_delay(request.url.path)
+    if delay:
+        await asyncio.sleep(delay)  # done, but the answer comes after the caller gave up
+    return response
 
 
 @router.post("/v3/pay/transactions/jsapi")
@@ -369,7 +374,9 @@ async def native_confirm(request: Request, sim: SimDep) -> Response:
 @router.post("/sim/pay/faults")
 async def faults(request: Request, sim: SimDep) -> Response:
     """``{"notify": ["drop"|"delay"|"duplicate"...], "notify_delay_seconds": 60,
-    "api_500": 1, "signtest": 1, "refund_abnormal": 1}`` — each one-shot, consumed in order."""
+    "api_500": 1, "signtest": 1, "refund_abnormal": 1, "timeout": 1, "timeout_seconds": 15,
+    "timeout_path": "/v3/refund"}`` — each one-shot, consumed in order. ``timeout``: the call
+    is carried out but its answer is held past the client's deadline."""
     try:
         data = _json_object(await request.body())
     except SimError as exc:
@@ -378,15 +385,27 @@ async def faults(request: Request, sim: SimDep) -> Response:
     if not isinstance(notify, list) or any(x not in ("drop", "delay", "duplicate") for x in notify):
         return JSONResponse({"code": "PARAM_ERROR", "message": "notify faults"}, 400)
     counts: dict[str, int] = {}
-    for name in ("api_500", "signtest", "refund_abnormal"):
+    for name in ("api_500", "signtest", "refund_abnormal", "timeout"):
         value = data.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
             return JSONResponse({"code": "PARAM_ERROR", "message": name}, 400)
         counts[name] = value
+    hold = data.get("timeout_seconds")
+    if hold is not None and (
+        isinstance(hold, bool) or not isinstance(hold, int | float) or not 0 < hold <= 600
+    ):
+        return JSONResponse({"code": "PARAM_ERROR", "message": "timeout_seconds"}, 400)
+    where = data.get("timeout_path", "")
+    if not isinstance(where, str) or len(where) > 200:
+        return JSONResponse({"code": "PARAM_ERROR", "message": "timeout_path"}, 400)
     sim.faults.notify.extend(notify)
     sim.faults.api_500 += counts["api_500"]
     sim.faults.signtest += counts["signtest"]
     sim.faults.refund_abnormal += counts["refund_abnormal"]
+    sim.faults.timeout += counts["timeout"]
+    sim.faults.timeout_path = where
+    if hold is not None:
+        sim.faults.timeout_seconds = float(hold)
     delay = data.get("notify_delay_seconds")
     if isinstance(delay, int | float) and not isinstance(delay, bool) and delay >= 0:
         sim.faults.notify_delay_seconds = float(delay)

@@ -198,6 +198,12 @@ class Faults:
     api_500: int = 0
     signtest: int = 0
     refund_abnormal: int = 0
+    # ``timeout``: the next N API calls whose path contains ``timeout_path`` ("" = any) are
+    # carried out, then their answer is held ``timeout_seconds`` (real time), so the
+    # client's deadline passes first: the merchant does not know what happened.
+    timeout: int = 0
+    timeout_seconds: float = 15.0
+    timeout_path: str = ""
 
 
 def _rand(alphabet: str, n: int) -> str:
@@ -238,6 +244,7 @@ class PaySim:
         self.nonces: dict[str, int] = {}
         self.bill_files: dict[str, tuple[bytes, datetime]] = {}
         self.faults = Faults()
+        self.answers_held: list[str] = []  # paths of calls answered late (``timeout`` faults)
         self.requests_seen = 0
 
     def now(self) -> datetime:
@@ -319,6 +326,14 @@ class PaySim:
             for nonce, until in list(self.nonces.items()):
                 if until < now - self.config.window_seconds:
                     del self.nonces[nonce]
+
+    def answer_delay(self, path: str) -> float:
+        """Seconds to hold the answer to an API call on ``path`` (a ``timeout`` fault)."""
+        if self.faults.timeout > 0 and self.faults.timeout_path in path:
+            self.faults.timeout -= 1
+            self.answers_held.append(path)
+            return self.faults.timeout_seconds
+        return 0.0
 
     def check_api_fault(self) -> None:
         if self.faults.api_500 > 0:

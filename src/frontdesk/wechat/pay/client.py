@@ -305,8 +305,13 @@ class HttpWeChatPay:
         status: int | None = None
         try:
             try:
-                response = await self._http.request(method, target, content=body, headers=headers)
-            except httpx.TimeoutException as exc:
+                # httpx enforces its own timeouts on real sockets; this deadline also covers
+                # transports that do not (ASGI) and a server that trickles its answer.
+                async with asyncio.timeout(self.config.timeout_seconds):
+                    response = await self._http.request(
+                        method, target, content=body, headers=headers
+                    )
+            except (httpx.TimeoutException, TimeoutError) as exc:
                 outcome = "timeout"
                 raise PayUnavailable(f"{operation}: timed out") from exc
             except httpx.HTTPError as exc:
