@@ -89,3 +89,13 @@ class BlockNotFound(NotFound):
 
 class LiftReasonRequired(Invalid):
     code = "booking_lift_reason_required"
+
+
+class NotAwaitingPayment(Conflict):
+    """The booking has no fee to pay now: not a hold, already paid, released or cancelled."""
+
+    code = "booking_not_awaiting_payment"
+
+
+class HoldExpired(Conflict):
+    code = "booking_hold_expired"
