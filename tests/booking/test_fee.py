@@ -75,7 +75,8 @@ async def _slot_holder(env: Any, slot_id: int) -> int | None:
     async with env.container.db.session() as s:
         slot = await s.get(Slot, slot_id)
         assert slot is not None
-        return slot.booking_id
+        holder: int | None = slot.booking_id
+        return holder
 
 
 async def _hold(client: httpx.AsyncClient, slot_id: int) -> int:
@@ -156,7 +157,7 @@ async def test_unpaid_hold_expires_slot_back_order_closed(
 ) -> None:
     alice, slot_id = world["alice"], world["slots"][0]
     booking_id = await _hold(alice, slot_id)
-    payment_id, params = await _start_pay(alice, booking_id)
+    payment_id, _params = await _start_pay(alice, booking_id)
     clock.advance(minutes=14)
     await Worker(env.container).drain()
     assert (await _booking(env, booking_id)).status == "held"  # not yet
