@@ -518,11 +518,6 @@ async def close_payment_soon(session: AsyncSession, *, payment_id: int, now: dat
     )
 
 
-async def payment_state(session: AsyncSession, *, payment_id: int) -> str | None:
-    row = await repo.payment(session, payment_id)
-    return None if row is None else row.state
-
-
 async def place_wechat_order(
     session: AsyncSession,
     *,

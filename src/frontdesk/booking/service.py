@@ -1141,6 +1141,17 @@ async def start_fee_payment(
     never an amount from the client), expiring with the hold. Asking again returns the same
     payment. Refused, with nothing written, for a booking that is not the caller's, not a
     hold awaiting payment, or whose hold has ended."""
+    payment_id = await fee_payment_for(session, scope=scope, booking_id=booking_id, now=now)
+    return await billing.place_wechat_order(
+        session, pay=pay, payment_id=payment_id, now=now, client_ip=client_ip
+    )
+
+
+async def fee_payment_for(
+    session: AsyncSession, *, scope: PatientScope, booking_id: int, now: datetime
+) -> int:
+    """The billing payment of a hold's fee, created and linked once (see
+    ``start_fee_payment``); its id."""
     b = await _owned(session, scope=scope, booking_id=booking_id)
     if b.status != HELD or b.fee_state != FEE_PENDING or b.hold_expires_at is None:
         raise errors.NotAwaitingPayment
@@ -1177,9 +1188,7 @@ async def start_fee_payment(
             card_id=b.card_id,
             detail={"payment_id": payment_id, "amount_fen": b.fee_fen},
         )
-    return await billing.place_wechat_order(
-        session, pay=pay, payment_id=payment_id, now=now, client_ip=client_ip
-    )
+    return payment_id
 
 
 async def fee_paid(
