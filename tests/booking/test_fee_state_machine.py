@@ -379,7 +379,12 @@ class FeeMachine(RuleBasedStateMachine):
             h.payment_id: 1 for h in self.model.holds.values() if h.fee == "refunded"
         }
         assert over == 0
-        assert violations["slot_given_twice"] == 0 and violations["card_day_twice"] == 0
+        assert violations == {
+            "slot_given_twice": 0,
+            "slot_mismatch": 0,
+            "card_day_twice": 0,
+            "slot_orphan": 0,
+        }
 
 
 FROZEN = FrozenClock(T0)
