@@ -480,7 +480,7 @@ async def pages(port: int, *, rate: float, seconds: float, seed: int) -> dict[st
 
 async def invariants(dsn: str) -> dict[str, int]:
     conn = await asyncpg.connect(dsn)
-    live = "status IN ('booked', 'checked_in', 'no_show')"
+    live = "status IN ('booked', 'held', 'checked_in', 'no_show')"  # a hold holds its slot
     q = {
         "slot_given_twice": f"SELECT count(*) FROM (SELECT slot_id FROM booking WHERE {live} "
         "GROUP BY slot_id HAVING count(*) > 1) t",

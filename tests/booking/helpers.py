@@ -139,7 +139,7 @@ async def invariant_violations(
     - slot_orphan: a slot held by no live booking (a leak: it can never be booked again).
     ``booking`` names the bookings table, so the same checker can judge the wrong-way
     baseline's table."""
-    live = "status IN ('booked', 'checked_in', 'no_show')"
+    live = "status IN ('booked', 'held', 'checked_in', 'no_show')"  # a hold holds its slot
     q = {
         "slot_given_twice": f"SELECT count(*) FROM (SELECT slot_id FROM {booking} WHERE {live} "
         "GROUP BY slot_id HAVING count(*) > 1) t",

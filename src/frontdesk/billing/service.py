@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import update as sa_update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from frontdesk.accounts import service as accounts
@@ -70,6 +71,9 @@ log = logging.getLogger("frontdesk.billing")
 
 QUERY_PAYMENT_JOB = "billing.query_payment"
 SETTLE_JOB = "billing.settle"
+# The job (handled by booking) that a paid registration fee starts instead of the saga.
+REGISTRATION_PAID_JOB = "booking.fee_paid"
+KIND_REGISTRATION = "registration"  # refund kind: a registration fee given back
 HIS_REFUND_JOB = "billing.his_refund"
 REFUND_JOB = "billing.refund"
 QUERY_REFUND_JOB = "billing.query_refund"
@@ -433,6 +437,87 @@ async def create_payment(
     )
     await session.flush()
     return _payment_view(row, pre.order_ids)
+
+
+async def create_registration_payment(
+    session: AsyncSession,
+    *,
+    card_no: str,
+    card_id: int,
+    openid: str,
+    amount_fen: int,
+    description: str,
+    expires_at: datetime,
+    now: datetime,
+) -> PaymentView:
+    """Start the JSAPI payment of a registration fee (booking's ``at_booking`` mode). The
+    amount is the schedule's fee as booking recorded it (never the client's); it expires
+    with the hold. No HIS order is linked and none is settled: when paid, the
+    ``booking.fee_paid`` job confirms the booking (whose HIS registration then carries the
+    booking reference; the fee is in billing's ledger with purpose ``registration``)."""
+    try:
+        amount = check_fen(amount_fen, allow_zero=False)
+    except MoneyError as exc:
+        raise errors.AmountInvalid(str(exc)) from exc
+    actor = f"patient:{openid}"[:64]
+    row = m.BillingPayment(
+        out_trade_no=merchant_number("G", at=now),
+        channel=m.JSAPI,
+        purpose=m.PURPOSE_REGISTRATION,
+        card_no=card_no,
+        card_id=card_id,
+        openid=openid,
+        visit_no=None,
+        description=description[:120],
+        total_fen=amount,
+        insurance_fen=0,
+        amount_fen=amount,
+        state=m.PAY_PENDING,
+        his_state=m.HIS_NOT_NEEDED,
+        refunded_fen=0,
+        refund_seq=0,
+        actor=actor,
+        flagged=False,
+        created_at=now,
+        expires_at=expires_at,
+        updated_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    await repo.record_event(
+        session,
+        payment_id=row.id,
+        key=f"payment:{row.id}:pending",
+        kind="payment.created",
+        source="patient",
+        actor=actor,
+        at=now,
+        to_state=m.PAY_PENDING,
+        detail={"channel": m.JSAPI, "amount_fen": amount, "purpose": m.PURPOSE_REGISTRATION},
+    )
+    await outbox.enqueue(
+        session,
+        QUERY_PAYMENT_JOB,
+        payment_id=row.id,
+        run_after=now + timedelta(seconds=QUERY_BACKOFF[0]),
+        dedupe_key=f"{QUERY_PAYMENT_JOB}:{row.id}",
+        max_attempts=60,
+    )
+    await session.flush()
+    return _payment_view(row)
+
+
+async def close_payment_soon(session: AsyncSession, *, payment_id: int, now: datetime) -> None:
+    """Queue a query that closes the WeChat order of a payment nobody should pay any more
+    (a released or cancelled hold); a payment that went through anyway is applied as paid."""
+    await outbox.enqueue(
+        session,
+        QUERY_PAYMENT_JOB,
+        payment_id=payment_id,
+        close=True,
+        dedupe_key=f"{QUERY_PAYMENT_JOB}:{payment_id}:close",
+        max_attempts=60,
+    )
 
 
 async def place_wechat_order(
@@ -832,6 +917,22 @@ async def apply_trade(
                 to_state=m.PAY_PAID,
                 detail={**detail, "observation": key},
             )
+            if row.purpose == m.PURPOSE_REGISTRATION:
+                # A registration fee settles no HIS order: booking confirms (or refunds)
+                # the booking it pays for, once (``booking.fee_paid``).
+                await session.execute(
+                    sa_update(m.BillingPayment)
+                    .where(m.BillingPayment.id == row.id)
+                    .values(his_state=m.HIS_NOT_NEEDED)
+                )
+                await outbox.enqueue(
+                    session,
+                    REGISTRATION_PAID_JOB,
+                    payment_id=row.id,
+                    dedupe_key=f"{REGISTRATION_PAID_JOB}:{row.id}",
+                    max_attempts=40,
+                )
+                return True
             await outbox.enqueue(
                 session,
                 SETTLE_JOB,

@@ -109,3 +109,13 @@ class SuspensionCountChanged(Conflict):
     """Bookings changed since staff saw the confirmation: show it again."""
 
     code = "booking_suspension_count_changed"
+
+
+class NotAwaitingPayment(Conflict):
+    """The booking has no fee to pay now: not a hold, already paid, released or cancelled."""
+
+    code = "booking_not_awaiting_payment"
+
+
+class HoldExpired(Conflict):
+    code = "booking_hold_expired"

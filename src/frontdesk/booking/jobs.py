@@ -198,3 +198,15 @@ async def on_no_show(ctx: events.EventContext) -> None:
         BookingPolicy.from_settings(ctx.container.settings) if ctx.container else BookingPolicy()
     )
     await service.record_no_show(ctx.session, booking_ref=ref, policy=policy, now=ctx.now)
+
+
+@outbox.job(service.EXPIRE_HOLD_JOB, max_attempts=12, timeout_seconds=60)
+async def expire_hold(ctx: outbox.JobContext, *, booking_id: int, **_: Any) -> None:
+    """At a hold's end: release it if still unpaid (slot back, WeChat order closed)."""
+    await service.expire_hold(ctx.session, booking_id=booking_id, now=ctx.now)
+
+
+@outbox.job(service.FEE_PAID_JOB, max_attempts=40, timeout_seconds=60)
+async def fee_paid(ctx: outbox.JobContext, *, payment_id: int, **_: Any) -> None:
+    """A registration fee was paid: confirm (or take again, or refund) its booking."""
+    await service.fee_paid(ctx.session, payment_id=payment_id, policy=_policy(ctx), now=ctx.now)

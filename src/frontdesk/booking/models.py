@@ -16,6 +16,13 @@ NO_SHOW = "no_show"
 CANCELLED = "cancelled"
 CANCELLED_BY_HOSPITAL = "cancelled_by_hospital"  # clinic suspension: no penalty
 REFUSED_BY_HIS = "refused_by_his"  # the HIS would not register it: slot went back
+# Registration fee paid when booking (``booking_fee_mode = at_booking``): the slot is HELD
+# until the fee is paid; an unpaid hold is released when it expires.
+HELD = "held"
+HOLD_EXPIRED = "hold_expired"
+
+# fee_state: the registration fee paid online (at_booking mode); NULL at check-in mode.
+FEE_PENDING, FEE_PAID, FEE_REFUNDED = "pending", "paid", "refunded"
 
 # his_state: where the HIS registration stands.
 HIS_PENDING, HIS_REGISTERED, HIS_REFUSED, HIS_SKIPPED, HIS_CANCELLED = (
@@ -62,6 +69,13 @@ class Booking(Base):
     checked_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     no_show_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # at_booking fee mode only (NULL otherwise): the hold's end, billing's payment of the
+    # fee, and where the fee stands (pending, paid, refunded).
+    hold_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    fee_payment_id: Mapped[int | None] = mapped_column(
+        BigId, nullable=True, unique=True, index=True
+    )
+    fee_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     __table_args__ = (
         Index("ix_booking_card_status", "card_id", "status"),

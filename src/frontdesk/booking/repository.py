@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from frontdesk.booking.models import (
     BOOKED,
     CHECKED_IN,
+    HELD,
     Booking,
     BookingRequest,
     CreditBlock,
@@ -41,6 +42,10 @@ INSERT_BOOKING = {d: _insert_booking(d) for d in ("postgresql", "sqlite")}
 
 DELETE_BOOKING = delete(Booking).where(Booking.id == bindparam("booking_id"))
 
+# A hold awaiting its fee counts like a booking for the caps (else holds would scalp).
+OPEN = (BOOKED, HELD)
+IN_SESSION = (BOOKED, HELD, CHECKED_IN)
+
 # Everything the rules need before a booking, in one round trip: a credit block in force,
 # the card's open bookings, and which of the account's cards are already in the session.
 _card: Any = bindparam("card_id")
@@ -56,7 +61,7 @@ CHECKS = select(
     select(func.count())
     .where(
         Booking.card_id == _card,
-        Booking.status == BOOKED,
+        Booking.status.in_(OPEN),
         Booking.on_date >= bindparam("today"),
     )
     .scalar_subquery()
@@ -65,7 +70,7 @@ CHECKS = select(
     .where(
         Booking.openid == bindparam("openid"),
         Booking.schedule_id == bindparam("schedule_id"),
-        Booking.status.in_((BOOKED, CHECKED_IN)),
+        Booking.status.in_(IN_SESSION),
         Booking.card_id != _card,
     )
     .scalar_subquery()
@@ -74,7 +79,7 @@ CHECKS = select(
     .where(
         Booking.openid == bindparam("openid"),
         Booking.schedule_id == bindparam("schedule_id"),
-        Booking.status.in_((BOOKED, CHECKED_IN)),
+        Booking.status.in_(IN_SESSION),
         Booking.card_id == _card,
     )
     .scalar_subquery()
@@ -194,12 +199,13 @@ WITH chk AS (
       WHERE card_id = $1 AND lifted_at IS NULL AND blocked_until_at > $2)
       AS blocked_until_at,
     (SELECT count(*) FROM booking
-      WHERE card_id = $1 AND status = 'booked' AND on_date >= $3) AS open_bookings,
+      WHERE card_id = $1 AND status IN ('booked', 'held') AND on_date >= $3)
+      AS open_bookings,
     (SELECT count(DISTINCT card_id) FROM booking
-      WHERE openid = $4 AND schedule_id = $5 AND status IN ('booked', 'checked_in')
+      WHERE openid = $4 AND schedule_id = $5 AND status IN ('booked', 'held', 'checked_in')
         AND card_id <> $1) AS other_cards_in_session,
     (SELECT count(*) FROM booking
-      WHERE openid = $4 AND schedule_id = $5 AND status IN ('booked', 'checked_in')
+      WHERE openid = $4 AND schedule_id = $5 AND status IN ('booked', 'held', 'checked_in')
         AND card_id = $1) AS card_in_session
 ), ok AS (
   SELECT 1 FROM chk
@@ -217,11 +223,12 @@ WITH chk AS (
   INSERT INTO booking (id, booking_ref, openid, card_id, card_no, slot_id, schedule_id,
                        his_schedule_id, doctor_code, department_code, on_date, period, level,
                        fee_fen, sequence_no, starts_at, ends_at, status, active_day_key,
-                       his_state, created_at)
+                       his_state, created_at, hold_expires_at, fee_state)
   SELECT t.booking_id, $9::varchar, $4::varchar, $1::bigint, $10::varchar, $8::bigint,
          $5::bigint, $11::varchar, $12::varchar, $13::varchar, $14::date, $15::varchar,
          $16::varchar, $17::bigint, $18::integer, $19::timestamptz, $20::timestamptz,
-         'booked', $21::varchar, 'pending', $2::timestamptz
+         $26::varchar, $21::varchar, 'pending', $2::timestamptz, $27::timestamptz,
+         $28::varchar
   FROM t
   ON CONFLICT (active_day_key) DO NOTHING
   RETURNING id
@@ -229,7 +236,7 @@ WITH chk AS (
   INSERT INTO outbox_job (name, payload, dedupe_key, status, attempts, max_attempts,
                           created_at, run_after_at)
   SELECT $22::varchar, json_build_object('booking_id', b.id), $22::varchar || ':' || b.id,
-         'queued', 0, $23::integer, $2::timestamptz, $2::timestamptz
+         'queued', 0, $23::integer, $2::timestamptz, coalesce($27::timestamptz, $2)
   FROM b
   ON CONFLICT (dedupe_key) DO NOTHING
 ), a AS (

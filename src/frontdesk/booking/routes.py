@@ -39,7 +39,7 @@ from frontdesk.core.clock import get_clock, now
 from frontdesk.core.errors import DomainError, Invalid, TooManyRequests
 from frontdesk.core.money import format_fen
 from frontdesk.core.ratelimit import Limit
-from frontdesk.web.deps import SessionDep
+from frontdesk.web.deps import ContainerDep, SessionDep
 from frontdesk.web.errors import error_response
 from frontdesk.web.patient import (
     PatientScopeDep,
@@ -340,6 +340,8 @@ async def _confirm_context(
         deadline=_local(booking.cancel_deadline(slot.on_date, policy)),
         credit=await _credit(session, scope, policy),
         idempotency_key=secrets.token_urlsafe(24),
+        pay_at_booking=policy.pay_at_booking,
+        hold_minutes=int(policy.hold.total_seconds() // 60),
     )
 
 
@@ -368,9 +370,14 @@ async def book_page(
         ctx = await _confirm_context(request, session, scope, slot_id)
         ctx.update(error=exc.code, error_params=exc.params)
         return render(request, "booking/confirm.html", ctx, status=exc.status, openid=scope.openid)
+    # at_booking fee mode: the booking is a hold; its page is the pay step.
+    notice = "held" if view.status == "held" else "booked"
     return RedirectResponse(
-        f"/h5/booking/appointments/{view.booking_id}?notice=booked", status_code=303
+        f"/h5/booking/appointments/{view.booking_id}?notice={notice}", status_code=303
     )
+
+
+_UPCOMING = ("booked", "held")
 
 
 @router.get("/appointments")
@@ -385,8 +392,8 @@ async def appointments_page(
         request,
         "booking/appointments.html",
         _ctx(
-            upcoming=[v for v in views if v.on_date >= today and v.status == "booked"],
-            past=[v for v in views if not (v.on_date >= today and v.status == "booked")],
+            upcoming=[v for v in views if v.on_date >= today and v.status in _UPCOMING],
+            past=[v for v in views if not (v.on_date >= today and v.status in _UPCOMING)],
             doctors=names,
             cards={c.card_id: c for c in scope.cards},
             credit=await _credit(session, scope, policy),
@@ -437,6 +444,39 @@ async def cancel_page(
     )
 
 
+@router.post("/appointments/{booking_id}/pay")
+async def pay_fee_page(
+    request: Request,
+    booking_id: int,
+    scope: PatientScopeDep,
+    session: SessionDep,
+    container: ContainerDep,
+    csrf: Annotated[str, Form(max_length=64)] = "",
+) -> Response:
+    """The pay step of a hold (at_booking fee mode): start (or resume) the JSAPI payment of
+    the schedule's fee and go to billing's payment page (the WeChat JS bridge)."""
+    check_csrf(request, scope.openid, csrf)
+    placed = await _pay_fee(request, session, scope, container, booking_id)
+    return RedirectResponse(f"/h5/payments/{placed.payment_id}", status_code=303)
+
+
+async def _pay_fee(
+    request: Request, session: AsyncSession, scope: PatientScope, container: Any, booking_id: int
+) -> Any:
+    pay_service = container.services.get("pay")
+    if pay_service is None:
+        raise errors.NotAwaitingPayment("WeChat Pay is not configured")
+    async with session.begin_nested():
+        return await booking.start_fee_payment(
+            session,
+            scope=scope,
+            booking_id=booking_id,
+            pay=pay_service,
+            now=now(),
+            client_ip=_ip(request),
+        )
+
+
 # --------------------------------------------------------------------------- JSON API
 
 
@@ -459,6 +499,9 @@ def _json(view: BookingView) -> dict[str, Any]:
         "cancel_deadline_at": view.cancel_deadline_at.isoformat(),
         "cancellable": view.cancellable,
         "not_cancellable_reason": view.not_cancellable_reason,
+        "hold_expires_at": view.hold_expires_at.isoformat() if view.hold_expires_at else None,
+        "fee_payment_id": view.fee_payment_id,
+        "fee_state": view.fee_state,
     }
 
 
@@ -501,6 +544,20 @@ async def api_cancel(
         session, scope=scope, booking_id=booking_id, policy=_policy(request), now=now()
     )
     return _json(view)
+
+
+@api.post("/bookings/{booking_id}/pay")
+async def api_pay_fee(
+    request: Request,
+    booking_id: int,
+    scope: PatientScopeDep,
+    session: SessionDep,
+    container: ContainerDep,
+) -> Any:
+    """The JSAPI pay params of a hold's fee (the amount is the schedule's, never the
+    body's: the body is ignored)."""
+    placed = await _pay_fee(request, session, scope, container, booking_id)
+    return {"payment_id": placed.payment_id, "pay_params": placed.pay_params}
 
 
 @api.get("/schedules/{schedule_id}/slots")

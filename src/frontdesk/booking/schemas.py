@@ -38,6 +38,12 @@ class BookingPolicy:
     no_show_limit: int = 3
     no_show_window_days: int = 90
     block_days: int = 90
+    fee_mode: str = "at_check_in"  # or "at_booking": pay the fee within a hold
+    hold: timedelta = timedelta(minutes=15)
+
+    @property
+    def pay_at_booking(self) -> bool:
+        return self.fee_mode == "at_booking"
 
     @classmethod
     def from_settings(cls, settings: Any) -> BookingPolicy:
@@ -52,6 +58,8 @@ class BookingPolicy:
             no_show_limit=settings.booking_no_show_limit,
             no_show_window_days=settings.booking_no_show_window_days,
             block_days=settings.booking_block_days,
+            fee_mode=settings.booking_fee_mode,
+            hold=timedelta(minutes=settings.booking_hold_minutes),
         )
 
 
@@ -78,6 +86,10 @@ class BookingView:
     cancellable: bool
     # Why it cannot be cancelled (a message code), when it cannot.
     not_cancellable_reason: str | None
+    # at_booking fee mode: the hold's end (status "held"), the fee's payment and its state.
+    hold_expires_at: datetime | None = None
+    fee_payment_id: int | None = None
+    fee_state: str | None = None
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from frontdesk.accounts.schemas import BoundCard, PatientScope
+from frontdesk.billing import service as billing
+from frontdesk.billing.schemas import PlacedOrder
 from frontdesk.booking import errors
 from frontdesk.booking import repository as repo
 from frontdesk.booking.models import (
@@ -27,11 +29,16 @@ from frontdesk.booking.models import (
     CANCELLED,
     CANCELLED_BY_HOSPITAL,
     CHECKED_IN,
+    FEE_PAID,
+    FEE_PENDING,
+    FEE_REFUNDED,
+    HELD,
     HIS_CANCELLED,
     HIS_PENDING,
     HIS_REFUSED,
     HIS_REGISTERED,
     HIS_SKIPPED,
+    HOLD_EXPIRED,
     NO_SHOW,
     REFUSED_BY_HIS,
     SUSPENSION_DONE,
@@ -63,6 +70,8 @@ log = logging.getLogger("frontdesk.booking")
 
 REGISTER_JOB = "booking.register"
 CANCEL_IN_HIS_JOB = "booking.cancel_in_his"
+EXPIRE_HOLD_JOB = "booking.expire_hold"  # at_booking: release an unpaid hold at its end
+FEE_PAID_JOB = billing.REGISTRATION_PAID_JOB  # billing queues it when a fee is paid
 HOLDING = (BOOKED, CHECKED_IN, NO_SHOW)  # statuses that keep the card's day for the doctor
 IN_FLIGHT_STALE = timedelta(seconds=30)
 
@@ -98,7 +107,7 @@ def _new_ref() -> str:
 def _view(b: Booking, policy: BookingPolicy, now: datetime) -> BookingView:
     deadline = cancel_deadline(b.on_date, policy)
     reason: str | None = None
-    if b.status != BOOKED:
+    if b.status not in (BOOKED, HELD):
         reason = "booking_not_cancellable"
     elif now >= deadline:
         reason = "booking_cancel_deadline_passed"
@@ -123,6 +132,9 @@ def _view(b: Booking, policy: BookingPolicy, now: datetime) -> BookingView:
         cancel_deadline_at=deadline,
         cancellable=reason is None,
         not_cancellable_reason=reason,
+        hold_expires_at=b.hold_expires_at,
+        fee_payment_id=b.fee_payment_id,
+        fee_state=b.fee_state,
     )
 
 
@@ -442,9 +454,13 @@ async def _usable_slot(
 
 
 def _values(
-    scope: PatientScope, card: BoundCard, slot: SlotForBooking, now: datetime
+    scope: PatientScope,
+    card: BoundCard,
+    slot: SlotForBooking,
+    now: datetime,
+    policy: BookingPolicy,
 ) -> dict[str, Any]:
-    return {
+    values = {
         "booking_ref": _new_ref(),
         "openid": scope.openid,
         "card_id": card.card_id,
@@ -466,6 +482,11 @@ def _values(
         "his_state": HIS_PENDING,
         "created_at": now,
     }
+    if policy.pay_at_booking:
+        # The fee is paid online: the slot is held until paid (keys added only in this
+        # mode, so the at_check_in statements stay exactly what they were).
+        values.update(status=HELD, hold_expires_at=now + policy.hold, fee_state=FEE_PENDING)
+    return values
 
 
 async def book(
@@ -499,7 +520,7 @@ async def book(
     card, slot = await _usable_slot(
         session, scope=scope, card_id=card_id, slot=found, policy=policy, now=now
     )
-    values = _values(scope, card, slot, now)
+    values = _values(scope, card, slot, now, policy)
     pg = await pg_connection(session)
     if pg is not None:
         keys = repo.lock_keys(
@@ -552,7 +573,7 @@ async def attempt(
             card, slot = await _usable_slot(
                 session, scope=scope, card_id=card_id, slot=found, policy=policy, now=now
             )
-            values = _values(scope, card, slot, now)
+            values = _values(scope, card, slot, now, policy)
             booking_id = await _book_core(session, slot, values, policy=policy, ip=ip)
         except DomainError:
             await drop_request(session, openid=scope.openid, key=key)
@@ -596,7 +617,7 @@ async def attempt(
     except DomainError:
         await drop_request(session, openid=scope.openid, key=key)
         raise
-    values = _values(scope, card, slot, now)
+    values = _values(scope, card, slot, now, policy)
     booking_id = await _book_pg(session, pg, slot, values, policy=policy, key=key, ip=ip)
     return _view_of_values(booking_id, values, policy, now), False
 
@@ -628,6 +649,8 @@ async def _book_pg(
     A refusal wrote nothing (a slot taken for a booking the card already holds that day
     is given back here)."""
     v = values
+    # A hold is registered in the HIS once paid; until then its job releases it at its end.
+    job = EXPIRE_HOLD_JOB if v["status"] == HELD else REGISTER_JOB
     today = get_clock().local_date_of(v["created_at"])
     row = await pg.fetchrow(
         repo.BOOK_PG,
@@ -652,10 +675,13 @@ async def _book_pg(
         v["starts_at"],
         v["ends_at"],
         v["active_day_key"],
-        REGISTER_JOB,
-        outbox.attempts_for(REGISTER_JOB),
+        job,
+        outbox.attempts_for(job),
         ip,
         key,
+        v["status"],
+        v.get("hold_expires_at"),
+        v.get("fee_state"),
     )
     if row["booked"] is not None:
         return int(row["booked"])
@@ -698,9 +724,21 @@ async def _book_core(
     if not await catalog.take_slot(session, slot_id=slot.slot_id, booking_id=booking_id):
         await conn.execute(repo.DELETE_BOOKING, {"booking_id": booking_id})
         await _refuse_taken(session, slot)
-    await outbox.enqueue(
-        session, REGISTER_JOB, booking_id=booking_id, dedupe_key=f"{REGISTER_JOB}:{booking_id}"
-    )
+    if values["status"] == HELD:
+        await outbox.enqueue(
+            session,
+            EXPIRE_HOLD_JOB,
+            booking_id=booking_id,
+            run_after=values["hold_expires_at"],
+            dedupe_key=f"{EXPIRE_HOLD_JOB}:{booking_id}",
+        )
+    else:
+        await outbox.enqueue(
+            session,
+            REGISTER_JOB,
+            booking_id=booking_id,
+            dedupe_key=f"{REGISTER_JOB}:{booking_id}",
+        )
     await audit.append(
         session,
         at=values["created_at"],
@@ -748,12 +786,14 @@ def _view_of_values(
         sequence_no=v["sequence_no"],
         starts_at=v["starts_at"],
         ends_at=v["ends_at"],
-        status=BOOKED,
+        status=v["status"],
         his_state=HIS_PENDING,
         created_at=now,
         cancel_deadline_at=deadline,
         cancellable=open_,
         not_cancellable_reason=None if open_ else "booking_cancel_deadline_passed",
+        hold_expires_at=v.get("hold_expires_at"),
+        fee_state=v.get("fee_state"),
     )
 
 
@@ -768,22 +808,37 @@ async def cancel(
     """The patient cancels before the deadline: the slot goes back to the pool at once and
     the HIS cancellation is queued. Refused (nothing changed) after the deadline or twice."""
     b = await _owned(session, scope=scope, booking_id=booking_id)
-    if b.status != BOOKED:
+    if b.status not in (BOOKED, HELD):
         raise errors.NotCancellable(current=b.status)
     if now >= cancel_deadline(b.on_date, policy):
         raise errors.CancelDeadlinePassed
+    values: dict[str, Any] = {
+        "status": CANCELLED,
+        "cancelled_at": now,
+        "cancel_reason": "patient",
+        "active_day_key": None,
+    }
+    if b.status == HELD:
+        values["his_state"] = HIS_SKIPPED  # never sent to the HIS
     done = await session.execute(
         update(Booking)
-        .where(Booking.id == b.id, Booking.status == BOOKED)
-        .values(status=CANCELLED, cancelled_at=now, cancel_reason="patient", active_day_key=None)
+        .where(Booking.id == b.id, Booking.status == b.status)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     if int(getattr(done, "rowcount", 0)) != 1:
         raise errors.NotCancellable(current="changed")
     await catalog.release_slot(session, slot_id=b.slot_id, booking_id=b.id)
-    await outbox.enqueue(
-        session, CANCEL_IN_HIS_JOB, booking_id=b.id, dedupe_key=f"{CANCEL_IN_HIS_JOB}:{b.id}"
-    )
+    if b.status == HELD:
+        if b.fee_payment_id is not None:
+            # Nobody should pay it now; a payment already under way is refunded.
+            await billing.close_payment_soon(session, payment_id=b.fee_payment_id, now=now)
+    else:
+        await outbox.enqueue(
+            session, CANCEL_IN_HIS_JOB, booking_id=b.id, dedupe_key=f"{CANCEL_IN_HIS_JOB}:{b.id}"
+        )
+        if b.fee_state == FEE_PAID:
+            await _refund_fee(session, b, reason="booking_cancelled", now=now)
     await audit.record(
         session,
         at=now,
@@ -973,25 +1028,34 @@ async def cancel_for_suspension(
     rows = list(
         (
             await session.execute(
-                select(Booking).where(Booking.schedule_id == schedule_id, Booking.status == BOOKED)
+                select(Booking).where(
+                    Booking.schedule_id == schedule_id, Booking.status.in_((BOOKED, HELD))
+                )
             )
         ).scalars()
     )
     cancelled: list[int] = []
     for b in rows:
+        was_held = b.status == HELD
         done = await session.execute(
             update(Booking)
-            .where(Booking.id == b.id, Booking.status == BOOKED)
+            .where(Booking.id == b.id, Booking.status == b.status)
             .values(
                 status=CANCELLED_BY_HOSPITAL,
                 cancelled_at=now,
                 cancel_reason="clinic_suspended",
                 active_day_key=None,
+                **({"his_state": HIS_SKIPPED} if was_held else {}),
             )
         )
         if int(getattr(done, "rowcount", 0)) != 1:
             continue
         cancelled.append(b.id)
+        if b.fee_state == FEE_PAID:
+            # No penalty: the whole fee goes back.
+            await _refund_fee(session, b, reason="clinic_suspended", now=now)
+        elif was_held and b.fee_payment_id is not None:
+            await billing.close_payment_soon(session, payment_id=b.fee_payment_id, now=now)
         # The session will not happen: the number is free again (bookable if the HIS ever
         # reopens the session with a new pool version).
         await catalog.release_slot(session, slot_id=b.slot_id, booking_id=b.id)
@@ -1103,9 +1167,12 @@ async def suspensions(session: AsyncSession, *, schedule_id: int) -> list[Suspen
 
 
 async def booked_count(session: AsyncSession, *, schedule_id: int) -> int:
-    """Patients booked in a session now (whom a suspension would cancel and notify)."""
+    """Patients booked in a session now, holds awaiting their fee included (whom a
+    suspension would cancel and notify)."""
     found = await session.execute(
-        select(func.count()).where(Booking.schedule_id == schedule_id, Booking.status == BOOKED)
+        select(func.count()).where(
+            Booking.schedule_id == schedule_id, Booking.status.in_((BOOKED, HELD))
+        )
     )
     return int(found.scalar_one())
 
@@ -1281,3 +1348,243 @@ async def apply_suspension(
     if local is None:
         return []
     return await cancel_for_suspension(session, schedule_id=local, now=now)
+
+
+# --------------------------------------------------------------------------- the fee
+# (``booking_fee_mode = at_booking``; docs/billing.md "Registration fee")
+
+
+async def start_fee_payment(
+    session: AsyncSession,
+    *,
+    scope: PatientScope,
+    booking_id: int,
+    pay: Any,
+    now: datetime,
+    client_ip: str | None = None,
+) -> PlacedOrder:
+    """The pay step of a hold: the JSAPI order of the schedule's fee (``booking.fee_fen``,
+    never an amount from the client), expiring with the hold. Asking again returns the same
+    payment. Refused, with nothing written, for a booking that is not the caller's, not a
+    hold awaiting payment, or whose hold has ended."""
+    payment_id = await fee_payment_for(session, scope=scope, booking_id=booking_id, now=now)
+    return await billing.place_wechat_order(
+        session, pay=pay, payment_id=payment_id, now=now, client_ip=client_ip
+    )
+
+
+async def fee_payment_for(
+    session: AsyncSession, *, scope: PatientScope, booking_id: int, now: datetime
+) -> int:
+    """The billing payment of a hold's fee, created and linked once (see
+    ``start_fee_payment``); its id."""
+    b = await _owned(session, scope=scope, booking_id=booking_id)
+    if b.status != HELD or b.fee_state != FEE_PENDING or b.hold_expires_at is None:
+        raise errors.NotAwaitingPayment
+    if now >= b.hold_expires_at:
+        raise errors.HoldExpired
+    payment_id = b.fee_payment_id
+    if payment_id is None:
+        view = await billing.create_registration_payment(
+            session,
+            card_no=b.card_no,
+            card_id=b.card_id,
+            openid=scope.openid,
+            amount_fen=b.fee_fen,
+            description=translate("booking_fee_description", ref=b.booking_ref)[:120],
+            expires_at=b.hold_expires_at,
+            now=now,
+        )
+        linked = await session.execute(
+            update(Booking)
+            .where(Booking.id == b.id, Booking.fee_payment_id.is_(None), Booking.status == HELD)
+            .values(fee_payment_id=view.payment_id)
+            .execution_options(synchronize_session=False)
+        )
+        if int(getattr(linked, "rowcount", 0)) != 1:
+            raise errors.NotAwaitingPayment
+        payment_id = view.payment_id
+        await audit.record(
+            session,
+            at=now,
+            actor=scope.openid,
+            action="booking.fee_payment",
+            record_type="booking",
+            record_id=b.id,
+            card_id=b.card_id,
+            detail={"payment_id": payment_id, "amount_fen": b.fee_fen},
+        )
+    return payment_id
+
+
+async def fee_paid(
+    session: AsyncSession, *, payment_id: int, policy: BookingPolicy, now: datetime
+) -> str:
+    """The fee of a hold was paid (billing's ``booking.fee_paid`` job). Exactly once per
+    payment (guarded ``fee_state`` pending → paid):
+
+    - still held → booked, and the HIS registration is queued (as a booking at check-in);
+    - the hold was released but its slot is still free (and the card has not booked that
+      doctor's day since) → taken again with the guarded statement, booked, registered;
+    - otherwise (slot taken, cancelled, suspended, too late) → the fee is refunded through
+      billing's refund saga with the reason, and the patient is told.
+
+    Returns what happened: ``booked``, ``rebooked``, ``refunded`` or ``none``."""
+    b = (
+        await session.execute(select(Booking).where(Booking.fee_payment_id == payment_id))
+    ).scalar_one_or_none()
+    if b is None:
+        log.warning("fee payment %s has no booking", payment_id)
+        return "none"
+    done = await session.execute(
+        update(Booking)
+        .where(Booking.id == b.id, Booking.fee_state == FEE_PENDING)
+        .values(fee_state=FEE_PAID)
+        .execution_options(synchronize_session=False)
+    )
+    if int(getattr(done, "rowcount", 0)) != 1:
+        return "none"
+    held = await session.execute(
+        update(Booking)
+        .where(Booking.id == b.id, Booking.status == HELD)
+        .values(status=BOOKED)
+        .execution_options(synchronize_session=False)
+    )
+    if int(getattr(held, "rowcount", 0)) == 1:
+        await _confirmed(session, b, action="booking.fee_paid", now=now)
+        return "booked"
+    fresh = (await session.execute(select(Booking).where(Booking.id == b.id))).scalar_one()
+    await session.refresh(fresh)
+    if fresh.status == HOLD_EXPIRED and now <= fresh.starts_at - policy.cutoff:
+        if await _take_again(session, fresh):
+            await _confirmed(session, fresh, action="booking.fee_paid_late", now=now)
+            return "rebooked"
+        reason = "hold_expired_slot_taken"
+    elif fresh.status == HOLD_EXPIRED:
+        reason = "hold_expired_too_late"
+    else:
+        reason = "booking_cancelled"
+    await _refund_fee(session, fresh, reason=reason, now=now)
+    return "refunded"
+
+
+async def _take_again(session: AsyncSession, b: Booking) -> bool:
+    """A late payment: book the released hold again if its slot is free (catalog's guarded
+    statement) and the card's doctor-day key is free (unique); else change nothing."""
+    try:
+        async with session.begin_nested():
+            done = await session.execute(
+                update(Booking)
+                .where(Booking.id == b.id, Booking.status == HOLD_EXPIRED)
+                .values(
+                    status=BOOKED,
+                    active_day_key=_day_key(b.card_id, b.doctor_code, b.on_date),
+                    his_state=HIS_PENDING,
+                    cancelled_at=None,
+                    cancel_reason=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if int(getattr(done, "rowcount", 0)) != 1:
+                raise _NotTaken
+            if not await catalog.take_slot(session, slot_id=b.slot_id, booking_id=b.id):
+                raise _NotTaken
+    except (_NotTaken, IntegrityError):
+        return False
+    return True
+
+
+class _NotTaken(Exception):
+    pass
+
+
+async def _confirmed(session: AsyncSession, b: Booking, *, action: str, now: datetime) -> None:
+    await outbox.enqueue(
+        session, REGISTER_JOB, booking_id=b.id, dedupe_key=f"{REGISTER_JOB}:{b.id}"
+    )
+    await audit.record(
+        session,
+        at=now,
+        actor="system:booking.fee_paid",
+        action=action,
+        record_type="booking",
+        record_id=b.id,
+        card_id=b.card_id,
+        detail={"payment_id": b.fee_payment_id},
+    )
+
+
+async def _refund_fee(session: AsyncSession, b: Booking, *, reason: str, now: datetime) -> None:
+    """Give a paid fee back (billing's refund saga: fixed refund number, WeChat through
+    the outbox), once: guarded ``fee_state`` paid → refunded."""
+    if b.fee_payment_id is None:
+        return
+    done = await session.execute(
+        update(Booking)
+        .where(Booking.id == b.id, Booking.fee_state == FEE_PAID)
+        .values(fee_state=FEE_REFUNDED)
+        .execution_options(synchronize_session=False)
+    )
+    if int(getattr(done, "rowcount", 0)) != 1:
+        return
+    await billing.start_refund(
+        session,
+        payment_id=b.fee_payment_id,
+        amount_fen=b.fee_fen,
+        kind=billing.KIND_REGISTRATION,
+        reason=reason,
+        actor="system:booking",
+        now=now,
+    )
+    await audit.record(
+        session,
+        at=now,
+        actor="system:booking",
+        action="booking.fee_refund",
+        record_type="booking",
+        record_id=b.id,
+        card_id=b.card_id,
+        detail={"payment_id": b.fee_payment_id, "reason": reason},
+    )
+    if reason.startswith("hold_expired"):
+        await _tell(
+            session, b, kind="booking_cancelled", reason_key=f"msg_reason_{reason}", now=now
+        )
+
+
+async def expire_hold(session: AsyncSession, *, booking_id: int, now: datetime) -> bool:
+    """Release an unpaid hold at its end: the slot returns to the pool and the fee's WeChat
+    order is closed (billing's query job; a payment that slipped through becomes the
+    booking again or is refunded, by ``fee_paid``). False if it was not due or not held."""
+    b = (
+        await session.execute(select(Booking).where(Booking.id == booking_id))
+    ).scalar_one_or_none()
+    if b is None or b.status != HELD or b.hold_expires_at is None or now < b.hold_expires_at:
+        return False
+    done = await session.execute(
+        update(Booking)
+        .where(Booking.id == b.id, Booking.status == HELD, Booking.fee_state == FEE_PENDING)
+        .values(
+            status=HOLD_EXPIRED,
+            cancelled_at=now,
+            cancel_reason="hold_expired",
+            active_day_key=None,
+            his_state=HIS_SKIPPED,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if int(getattr(done, "rowcount", 0)) != 1:
+        return False
+    await catalog.release_slot(session, slot_id=b.slot_id, booking_id=b.id)
+    if b.fee_payment_id is not None:
+        await billing.close_payment_soon(session, payment_id=b.fee_payment_id, now=now)
+    await audit.record(
+        session,
+        at=now,
+        actor="system:booking.expire_hold",
+        action="booking.hold_expired",
+        record_type="booking",
+        record_id=b.id,
+        card_id=b.card_id,
+    )
+    return True

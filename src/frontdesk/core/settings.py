@@ -249,6 +249,12 @@ class Settings(BaseSettings):
     booking_no_show_limit: int = Field(default=3, ge=1, le=50)
     booking_no_show_window_days: int = Field(default=90, ge=1, le=3650)  # the window (days)
     booking_block_days: int = Field(default=90, ge=1, le=3650)  # how long a block lasts
+    # The registration fee (issue 8): "at_check_in" (paid at the window, the paper's way;
+    # nothing is paid online) or "at_booking" (booking holds the slot and the patient pays
+    # the schedule's fee by WeChat Pay within the hold, see docs/billing.md).
+    booking_fee_mode: Literal["at_check_in", "at_booking"] = "at_check_in"
+    # at_booking: how long an unpaid booking holds its slot before it returns to the pool.
+    booking_hold_minutes: int = Field(default=15, ge=1, le=120)
     booking_attempts_per_minute_account: int = Field(default=20, ge=1)  # booking attempts
     booking_attempts_per_minute_ip: int = Field(default=300, ge=1)  # booking attempts per IP
     booking_schedule_days: int = Field(default=14, ge=1, le=31)  # days a doctor's page shows
