@@ -1,5 +1,5 @@
 """What the billing domain gives out (frozen views) — and the ledger contract with
-reconciliation (``LedgerEntry``, /work/BILLING_CONTRACT.md)."""
+reconciliation (``LedgerEntry``, docs/billing.md, "The ledger contract")."""
 
 from __future__ import annotations
 

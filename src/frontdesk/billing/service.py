@@ -1924,6 +1924,15 @@ _LEDGER_REFUND_STATE = {
 }
 
 
+def _refund_his_state(r: m.BillingRefund, p: m.BillingPayment) -> str:
+    """A refund made without the HIS (money only: finance, the window's amount refund) of a
+    payment the HIS settled leaves the HIS booking the whole income: for reconciliation it
+    is a refund the HIS still has to book ("pending"), not one it never needed."""
+    if r.his_state == m.HIS_NOT_NEEDED and p.his_state in (m.HIS_SETTLED, m.HIS_REFUNDED):
+        return m.HIS_PENDING
+    return r.his_state
+
+
 def _refund_entry(r: m.BillingRefund, p: m.BillingPayment) -> LedgerEntry:
     return LedgerEntry(
         kind="refund",
@@ -1937,7 +1946,7 @@ def _refund_entry(r: m.BillingRefund, p: m.BillingPayment) -> LedgerEntry:
         at=r.succeeded_at if r.state == m.REF_SUCCESS else None,
         card_no=p.card_no,
         his_ref=r.out_refund_no,
-        his_state=r.his_state,
+        his_state=_refund_his_state(r, p),
         ledger_id=r.id,
     )
 

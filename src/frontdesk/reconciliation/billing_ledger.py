@@ -1,5 +1,5 @@
 """The production ``LedgerSource``: our payments ledger as billing (issue 8) exposes it in
-``frontdesk.billing.service`` (contract: /work/BILLING_CONTRACT.md). Wire it in
+``frontdesk.billing.service`` (contract: docs/billing.md, "The ledger contract"). Wire it in
 ``container.py``: ``container.services["ledger"] = BillingLedger()``."""
 
 from __future__ import annotations
