@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyotp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,3 +140,20 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoStack]:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+_last_totp_step: dict[str, int] = {}
+
+
+def fresh_totp_code(secret: str) -> str:
+    """A TOTP code of a time step no test has used yet in this session.
+
+    The demo's admin is shared by every browser test, and the console refuses a step that
+    was already used (replay protection), so two sign-ins within one 30 s step would fail."""
+    totp = pyotp.TOTP(secret)
+    while True:
+        step = int(time.time()) // totp.interval
+        if step > _last_totp_step.get(secret, -1):
+            _last_totp_step[secret] = step
+            return totp.at(step * totp.interval)
+        time.sleep(0.5)

@@ -107,7 +107,7 @@ def test_adapter_and_conformance_kit_over_real_http(served_his: str) -> None:
 
     good = kit(SECRET)
     assert good.returncode == 0, good.stdout + good.stderr
-    assert "13 passed, 0 failed" in good.stdout
+    assert "14 passed, 0 failed" in good.stdout
     assert "refusals only (no --suspend-schedule-id given)" in good.stdout
     bad = kit("not-the-secret")
     assert bad.returncode == 1
