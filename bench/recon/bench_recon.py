@@ -2,7 +2,7 @@
 three ways (bill <-> ledger <-> HIS), streaming, in under 60 s and 1 GB; compared in the
 same run with a plain pandas merge of the same data.
 
-    /work/.venv/bin/python -m bench.recon.bench_recon all --lines 1000000
+    .venv/bin/python -m bench.recon.bench_recon all --lines 1000000
 
 ``all`` writes the bill once (the Pay simulator's own writer, CRLF, backticks, summary) and
 runs each contender in a fresh process so its peak RSS is its own:
