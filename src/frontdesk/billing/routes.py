@@ -43,6 +43,37 @@ def _ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+async def _audit_view(
+    request: Request,
+    session: Any,
+    scope: Any,
+    *,
+    action: str,
+    record_type: str,
+    record_id: str | int,
+    card_no: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """One audit row per patient view of orders or payments, like every report view.
+
+    Called only after the read succeeded for a card of the caller's, so a refused id (another
+    card's, or none) writes nothing.
+    """
+    card = next((c for c in scope.cards if c.card_no == card_no), None)
+    await audit.record(
+        session,
+        at=clock_now(),
+        actor=f"patient:{scope.openid}",
+        action=action,
+        record_type=record_type,
+        record_id=record_id,
+        card_id=card.card_id if card is not None else None,
+        ip=_ip(request),
+        request_id=getattr(request.state, "request_id", None),
+        detail={"card_no": card_no, **(detail or {})},
+    )
+
+
 def _payment_minutes(request: Request) -> int:
     return int(request.app.state.settings.billing_payment_minutes)
 
@@ -76,6 +107,16 @@ async def _pending_page(
         except DomainError:
             stale = True  # the HIS did not answer: show what we last knew, and say so
     visits = await service.pending_visits(session, card_no=active.card_no)
+    await _audit_view(
+        request,
+        session,
+        scope,
+        action="billing.pending_view",
+        record_type="card",
+        record_id=active.card_id,
+        card_no=active.card_no,
+        detail={"orders": sum(len(v.orders) for v in visits), "selected": selected},
+    )
     pre = None
     if selected and error is None:
         try:
@@ -201,6 +242,16 @@ async def paid_list(request: Request, scope: PatientScopeDep, session: SessionDe
             if p.state == "paid"
         ]
         orders = await service.paid_orders(session, card_no=active.card_no)
+        await _audit_view(
+            request,
+            session,
+            scope,
+            action="billing.paid_view",
+            record_type="card",
+            record_id=active.card_id,
+            card_no=active.card_no,
+            detail={"payments": len(payments), "orders": len(orders)},
+        )
     return render(
         request,
         "billing/paid.html",
@@ -232,6 +283,16 @@ async def _refund_page(
         try:
             items = await service.refundable_items(
                 session, his=container.services["his"], card_no=active.card_no
+            )
+            await _audit_view(
+                request,
+                session,
+                scope,
+                action="billing.refundable_view",
+                record_type="card",
+                record_id=active.card_id,
+                card_no=active.card_no,
+                detail={"items": len(items)},
             )
         except DomainError as exc:
             error, status = error or exc.code, status if error else exc.status
@@ -296,6 +357,15 @@ async def order_page(
     detail = await service.order_detail(
         session, card_nos=scope.card_nos, his_order_id=order_id[:64]
     )
+    await _audit_view(
+        request,
+        session,
+        scope,
+        action="billing.order_view",
+        record_type="billing_order",
+        record_id=detail.order.his_order_id,
+        card_no=detail.order.card_no,
+    )
     return render(request, "billing/order.html", _ctx(request, d=detail), openid=scope.openid)
 
 
@@ -316,6 +386,15 @@ async def payment_page(
     """The payment: the pay button while it can be paid (JSAPI params for the phone), then
     paid / closed, found by polling our status."""
     detail = await _payment(session, scope, payment_id)
+    await _audit_view(
+        request,
+        session,
+        scope,
+        action="billing.payment_view",
+        record_type="billing_payment",
+        record_id=payment_id,
+        card_no=detail.payment.card_no,
+    )
     params: dict[str, str] = {}
     p = detail.payment
     pay_service = container.services.get("pay")
@@ -362,4 +441,13 @@ async def receipt(
     detail = await _payment(session, scope, payment_id)
     if detail.payment.state != "paid":
         raise PaymentNotFound
+    await _audit_view(
+        request,
+        session,
+        scope,
+        action="billing.receipt_view",
+        record_type="billing_payment",
+        record_id=payment_id,
+        card_no=detail.payment.card_no,
+    )
     return render(request, "billing/receipt.html", _ctx(request, d=detail), openid=scope.openid)
