@@ -18,6 +18,7 @@ from frontdesk.booking.models import (
     BOOKED,
     CHECKED_IN,
     HELD,
+    NO_SHOW,
     Booking,
     BookingRequest,
     CreditBlock,
@@ -85,6 +86,27 @@ CHECKS = select(
     .scalar_subquery()
     .label("card_in_session"),
 )
+
+# A card's credit (every schedule page shows it): its latest block, and its no-shows in the
+# window, all of them or only those after that block began.
+LAST_BLOCK = (
+    select(
+        CreditBlock.id,
+        CreditBlock.blocked_at,
+        CreditBlock.blocked_until_at,
+        CreditBlock.lifted_at,
+    )
+    .where(CreditBlock.card_id == bindparam("card_id"))
+    .order_by(CreditBlock.blocked_at.desc(), CreditBlock.id.desc())
+    .limit(1)
+)
+_NO_SHOWS = select(func.count()).where(
+    Booking.card_id == bindparam("card_id"),
+    Booking.status == NO_SHOW,
+    Booking.on_date > bindparam("since"),
+)
+NO_SHOWS = _NO_SHOWS
+NO_SHOWS_AFTER = _NO_SHOWS.where(Booking.no_show_at > bindparam("after"))
 
 # PostgreSQL: serialise the bookings of one card, and of one account in one session, for
 # the rest of the transaction. Under READ COMMITTED the next statement (CHECKS) takes a

@@ -42,9 +42,11 @@ from frontdesk.core.ratelimit import Limit
 from frontdesk.web.deps import ContainerDep, SessionDep
 from frontdesk.web.errors import error_response
 from frontdesk.web.patient import (
+    OpenIdDep,
     PatientScopeDep,
     SignInRequired,
     check_csrf,
+    patient_scope,
     render,
     signed_in_openid,
 )
@@ -122,7 +124,7 @@ def _account_limit(request: Request) -> Limit:
 
 
 async def _read_attempt(request: Request, openid: str) -> tuple[str, BookRequest]:
-    if request.url.path.startswith("/api/"):
+    if request.scope["path"].startswith("/api/"):
         key = request.headers.get("idempotency-key", "")
         try:
             return key, BookRequest.model_validate_json(await request.body())
@@ -505,19 +507,37 @@ def _json(view: BookingView) -> dict[str, Any]:
     }
 
 
+BOOK_API_PATH = "/api/patient/booking/bookings"
+
+
+async def book_attempt(request: Request) -> Response:
+    """``POST /api/patient/booking/bookings``, the request of the release-time rush.
+
+    The app serves it before routing (``web.middleware.HotRouteMiddleware``; the routed
+    ``api_book`` below is the same function, for the OpenAPI schema and apps built without
+    the hot lane): the gate (admission, per-IP limit, body, "known full"), then one
+    transaction (the app's session provider) with the caller's scope read by
+    ``web.patient.patient_scope``, the one place it is decided, and the attempt. A refusal
+    is answered, not raised, so the count and the dropped claim commit."""
+    gate = await booking_gate(request)
+    async with request.app.state.session_provider() as session:
+        scope = await patient_scope(request, session)
+        refused: Response | None = None
+        try:
+            done = await _book(request, session, scope, gate)
+        except DomainError as exc:
+            refused = _refusal(request, exc)
+    if refused is not None:
+        return refused
+    return JSONResponse(_json(done.view), status_code=200 if done.replayed else 201)
+
+
 @api.post("/bookings", status_code=201)
-async def api_book(
-    gate: GateDep, request: Request, scope: PatientScopeDep, session: SessionDep
-) -> Response:
+async def api_book(request: Request, _openid: OpenIdDep) -> Response:
     """Book a slot for one of the caller's cards: body ``{"card_id", "slot_id"}``, header
     ``Idempotency-Key``. The same key returns the same booking (200); with another body it
     is refused (422); while the first request is still running, 409."""
-    try:
-        done = await _book(request, session, scope, gate)
-    except DomainError as exc:
-        # Answer here (not by raising) so the count and the dropped claim commit.
-        return _refusal(request, exc)
-    return JSONResponse(_json(done.view), status_code=200 if done.replayed else 201)
+    return await book_attempt(request)
 
 
 @api.get("/bookings")

@@ -189,21 +189,17 @@ async def credit_status(
 
     No-shows count within the window and after the last block began (a block "uses up" the
     no-shows that caused it, so lifting it does not re-block at once)."""
-    last_block = (
-        await session.execute(
-            select(CreditBlock)
-            .where(CreditBlock.card_id == card_id)
-            .order_by(CreditBlock.blocked_at.desc(), CreditBlock.id.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+    conn = await session.connection()
+    last_block = (await conn.execute(repo.LAST_BLOCK, {"card_id": card_id})).one_or_none()
     since_day = get_clock().local_date_of(now) - timedelta(days=policy.no_show_window_days)
-    stmt = select(func.count()).where(
-        Booking.card_id == card_id, Booking.status == NO_SHOW, Booking.on_date > since_day
-    )
-    if last_block is not None:
-        stmt = stmt.where(Booking.no_show_at > last_block.blocked_at)
-    count = int((await session.execute(stmt)).scalar_one())
+    if last_block is None:
+        found = await conn.execute(repo.NO_SHOWS, {"card_id": card_id, "since": since_day})
+    else:
+        found = await conn.execute(
+            repo.NO_SHOWS_AFTER,
+            {"card_id": card_id, "since": since_day, "after": last_block.blocked_at},
+        )
+    count = int(found.scalar_one())
     in_force = (
         last_block is not None
         and last_block.lifted_at is None

@@ -306,16 +306,21 @@ def mark_full(schedule_id: int) -> None:
     cache.full_pools.put(schedule_id, True)
 
 
-async def has_free_slot(session: AsyncSession, *, schedule_id: int) -> bool:
-    found = await session.execute(
-        select(Slot.id)
-        .where(
-            Slot.schedule_id == schedule_id,
-            Slot.booking_id.is_(None),
-            Slot.his_available.is_(True),
-        )
-        .limit(1)
+# Built once: it runs for every refused attempt at the release time (is the pool empty?).
+_FREE_SLOT = (
+    select(Slot.id)
+    .where(
+        Slot.schedule_id == bindparam("schedule_id"),
+        Slot.booking_id.is_(None),
+        Slot.his_available.is_(True),
     )
+    .limit(1)
+)
+
+
+async def has_free_slot(session: AsyncSession, *, schedule_id: int) -> bool:
+    conn = await session.connection()
+    found = await conn.execute(_FREE_SLOT, {"schedule_id": schedule_id})
     return found.scalar_one_or_none() is not None
 
 

@@ -19,6 +19,8 @@ from frontdesk.web import health, home, patient
 from frontdesk.web.errors import install_error_handlers
 from frontdesk.web.middleware import (
     BodyLimitMiddleware,
+    HotEndpoint,
+    HotRouteMiddleware,
     InFlightLimitMiddleware,
     RequestIdMiddleware,
     SecurityHeadersMiddleware,
@@ -75,6 +77,8 @@ def create_app(
         if settings.simulators_enabled and settings.wechat_sim_phone_origin and not production
         else ()
     )
+    # Innermost: the booking attempt of the release-time rush, served before routing.
+    app.add_middleware(HotRouteMiddleware, endpoints=_hot_endpoints())
     app.add_middleware(SecurityHeadersMiddleware, hsts=production, frame_ancestors=frame_ancestors)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
@@ -85,6 +89,14 @@ def create_app(
         limit=lambda: settings.booking_max_in_flight,
     )
     return app
+
+
+def _hot_endpoints() -> dict[tuple[str, str], HotEndpoint]:
+    """Endpoints served before routing (``HotRouteMiddleware``); each is also a routed
+    route (the same function), so the OpenAPI schema and the scope checks see it."""
+    from frontdesk.booking import routes as booking_routes
+
+    return {("POST", booking_routes.BOOK_API_PATH): booking_routes.book_attempt}
 
 
 def _domain_routers() -> list[Any]:

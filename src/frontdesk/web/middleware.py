@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request ids, body size limit, security headers."""
+"""Pure ASGI middleware: request ids, body size limit, security headers, load shedding and
+the hot endpoints served before routing."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import html
 import json
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from frontdesk.core.i18n import pick_locale, translate
@@ -254,3 +258,54 @@ class InFlightLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+HotEndpoint = Callable[[Request], Awaitable[Response]]
+
+
+class HotRouteMiddleware:
+    """Serves a few hot endpoints before routing, inside the other middleware (request id,
+    body limit, security headers and the in-flight cap all apply).
+
+    At the booking release time a routed request spends more of the CPU on FastAPI's
+    per-request dependency solving and on matching the included routers than on the
+    booking itself (see bench/results/booking_rush.md). An endpoint here is a plain
+    ``async def endpoint(request) -> Response`` keyed by (method, exact path); it reads its
+    own scope through the same functions as the routed pages. An exception it raises gets
+    the app's own exception handler for that class (the same answer a routed request
+    gets); one without a specific handler goes on up to the app's 500 handler."""
+
+    def __init__(self, app: ASGIApp, *, endpoints: dict[tuple[str, str], HotEndpoint]) -> None:
+        self.app = app
+        self.endpoints = endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = (
+            self.endpoints.get((scope.get("method", ""), scope.get("path", "")))
+            if scope["type"] == "http"
+            else None
+        )
+        if endpoint is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            response = await endpoint(request)
+        except Exception as exc:
+            handler = _handler_for(scope["app"], exc)
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        await response(scope, receive, send)
+
+
+def _handler_for(app: Any, exc: Exception) -> Any:
+    """The app's exception handler for the nearest class of ``exc`` (as Starlette's
+    ExceptionMiddleware looks it up), leaving ``Exception`` itself to the 500 handler."""
+    handlers = getattr(app, "exception_handlers", {})
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        if cls in handlers:
+            return handlers[cls]
+    return None

@@ -218,9 +218,21 @@ def openid_from_cookie(settings: Settings, value: str | None) -> str | None:
     return raw.decode("utf-8")
 
 
+_OPENID_OF_REQUEST = "frontdesk.openid"
+
+
 def current_openid(request: Request) -> str | None:
-    """Dependency for H5 pages: the signed-in WeChat user, or None (signed out)."""
-    return openid_from_cookie(request.app.state.settings, request.cookies.get(SESSION_COOKIE))
+    """Dependency for H5 pages: the signed-in WeChat user, or None (signed out).
+
+    The cookie's signature is checked once per request (the answer is kept in the ASGI
+    scope): the booking gate and the scope both ask, and each check is an HMAC."""
+    scope = request.scope
+    if _OPENID_OF_REQUEST in scope:
+        cached: str | None = scope[_OPENID_OF_REQUEST]
+        return cached
+    openid = openid_from_cookie(request.app.state.settings, request.cookies.get(SESSION_COOKIE))
+    scope[_OPENID_OF_REQUEST] = openid
+    return openid
 
 
 CurrentOpenId = Annotated[str | None, Depends(current_openid)]
