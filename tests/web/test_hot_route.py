@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 
 from frontdesk.core.errors import Conflict, TooManyRequests
 from frontdesk.web.errors import install_error_handlers
@@ -103,7 +104,9 @@ def test_the_booking_attempt_is_served_hot_and_is_also_a_routed_scoped_route(app
     routed = [
         r
         for r in booking_routes.api.routes
-        if getattr(r, "path", "") == booking_routes.BOOK_API_PATH and "POST" in r.methods
+        if isinstance(r, APIRoute)
+        and r.path == booking_routes.BOOK_API_PATH
+        and "POST" in r.methods
     ]
     assert len(routed) == 1
     assert "book_attempt" in inspect.getsource(routed[0].endpoint)
