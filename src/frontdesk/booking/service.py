@@ -1141,7 +1141,12 @@ SUSPEND_JOB = "booking.suspend_in_his"
 SUSPENSION_REASON_MAX = 200
 
 
-def _suspension_view(s: ScheduleSuspension) -> SuspensionView:
+def _push_key(suspension_id: int) -> str:
+    """The dedupe key of a suspension's push job: the one job row, retried in place."""
+    return f"{SUSPEND_JOB}:{suspension_id}"
+
+
+def _suspension_view(s: ScheduleSuspension, push_status: str | None = None) -> SuspensionView:
     return SuspensionView(
         suspension_id=s.id,
         request_ref=s.request_ref,
@@ -1153,17 +1158,26 @@ def _suspension_view(s: ScheduleSuspension) -> SuspensionView:
         state=s.state,
         refusal_code=s.refusal_code,
         finished_at=s.finished_at,
+        his_unreached=s.state == SUSPENSION_PENDING and push_status == outbox.DEAD,
     )
 
 
 async def suspensions(session: AsyncSession, *, schedule_id: int) -> list[SuspensionView]:
-    """The suspension requests of a session, newest first."""
-    rows = await session.execute(
-        select(ScheduleSuspension)
-        .where(ScheduleSuspension.schedule_id == schedule_id)
-        .order_by(ScheduleSuspension.id.desc())
+    """The suspension requests of a session, newest first. A pending one whose push job the
+    outbox gave up on (dead: the HIS stayed unreachable through every attempt) is marked
+    ``his_unreached``; one still being retried is not."""
+    rows = list(
+        (
+            await session.execute(
+                select(ScheduleSuspension)
+                .where(ScheduleSuspension.schedule_id == schedule_id)
+                .order_by(ScheduleSuspension.id.desc())
+            )
+        ).scalars()
     )
-    return [_suspension_view(s) for s in rows.scalars()]
+    pending = [_push_key(r.id) for r in rows if r.state == SUSPENSION_PENDING]
+    statuses = await outbox.statuses_by_key(session, pending)
+    return [_suspension_view(r, statuses.get(_push_key(r.id))) for r in rows]
 
 
 async def booked_count(session: AsyncSession, *, schedule_id: int) -> int:
@@ -1239,9 +1253,7 @@ async def request_suspension(
             await session.flush()
     except IntegrityError:
         raise errors.SuspensionPending from None
-    await outbox.enqueue(
-        session, SUSPEND_JOB, suspension_id=row.id, dedupe_key=f"{SUSPEND_JOB}:{row.id}"
-    )
+    await outbox.enqueue(session, SUSPEND_JOB, suspension_id=row.id, dedupe_key=_push_key(row.id))
     await audit.record(
         session,
         at=now,
@@ -1252,6 +1264,35 @@ async def request_suspension(
         detail={"reason": reason, "booked": booked, "request_ref": row.request_ref},
     )
     return _suspension_view(row)
+
+
+async def push_suspension_again(
+    session: AsyncSession, *, suspension_id: int, staff: str, now: datetime
+) -> SuspensionView:
+    """Staff push again a suspension the HIS was never reached with (its push job gave up).
+    The same job row runs again with a fresh set of attempts, so the HIS gets the same
+    ``request_ref`` and, its write being idempotent on it, never suspends twice; here the
+    effect is applied once whatever the HIS answers (accepted, or already suspended).
+    Refused, with nothing changed, for an unknown id or a suspension not in that state (done,
+    refused, or still being retried by the outbox)."""
+    row = await suspension_to_push(session, suspension_id)
+    if row is None:
+        raise errors.SuspensionNotFound
+    if row.state != SUSPENSION_PENDING:
+        raise errors.SuspensionNotUnreached(schedule_id=row.schedule_id)
+    # The guarded UPDATE is the check: of two staff pressing at once, one re-queues it.
+    if not await outbox.retry_dead_by_key(session, _push_key(row.id)):
+        raise errors.SuspensionNotUnreached(schedule_id=row.schedule_id)
+    await audit.record(
+        session,
+        at=now,
+        actor=staff,
+        action="booking.suspension_pushed_again",
+        record_type="schedule",
+        record_id=row.schedule_id,
+        detail={"suspension_id": row.id, "request_ref": row.request_ref},
+    )
+    return _suspension_view(row, outbox.QUEUED)
 
 
 async def suspension_to_push(
