@@ -79,7 +79,13 @@ async def _state(env: Any) -> dict[str, Any]:
     async with env.container.db.session() as s:
         return {
             "bookings": sorted((await s.execute(select(Booking.id, Booking.status))).all()),
-            "schedules": sorted((await s.execute(select(Schedule.id, Schedule.status))).all()),
+            "schedules": sorted(
+                (
+                    await s.execute(
+                        select(Schedule.id, Schedule.status, Schedule.suspension_reason)
+                    )
+                ).all()
+            ),
             "suspensions": sorted(
                 (
                     await s.execute(
@@ -245,9 +251,10 @@ async def test_unreached_his_is_shown_and_pushed_again_once(
             ).scalars()
         )
     assert (row.state, row.pending_key, row.refusal_code) == ("done", None, None)
-    assert local.status == "suspended"
+    assert (local.status, local.suspension_reason) == ("suspended", REASON)
     assert await count(env, Booking, Booking.status == "cancelled_by_hospital") == 2
     assert len(notices) == 2 and len({n.openid for n in notices}) == 2
+    assert [n.data["reason"] for n in notices] == [REASON, REASON]
     assert await _his_suspended_events(env, sched.his_schedule_id) == 1
     page = await client.get(f"/console/booking/schedules/{sched.id}")
     assert 'data-suspension-state="done"' in page.text

@@ -4,7 +4,8 @@ required, audited), and the clinic-suspension entry: pick a session, give a reas
 against the number of patients booked; the suspension is pushed to the HIS through the
 outbox and takes effect here once the HIS accepts it (a refusal is shown on the page; a
 push the outbox gave up on is shown as "HIS not reached" with a push-again button).
-Suspensions entered at the HIS itself still reach us through its event feed,."""
+Suspensions entered at the HIS itself still reach us through its event feed, with the HIS's
+reason shown when it gave one."""
 
 from __future__ import annotations
 

@@ -863,10 +863,13 @@ async def _tell(
     *,
     kind: str,
     reason_key: str | None = None,
+    reason_text: str | None = None,
     url: str | None = None,
     now: datetime,
 ) -> None:
-    """Queue a template message to the account that booked (nothing if they unfollowed)."""
+    """Queue a template message to the account that booked (nothing if they unfollowed).
+    ``reason_text`` (words from outside, e.g. the HIS's suspension reason) wins over
+    ``reason_key``; either is cut to the template field's 20 characters."""
     names = await catalog.doctor_names(session, [b.doctor_code])
     doctor = names[b.doctor_code].name if b.doctor_code in names else b.doctor_code
     local = b.starts_at.astimezone(get_clock().tz)
@@ -875,7 +878,9 @@ async def _tell(
         "time": f"{local:%m-%d %H:%M} #{b.sequence_no}",
         "fee": format_fen(b.fee_fen),
     }
-    if reason_key:
+    if reason_text:
+        data["reason"] = reason_text[:20]
+    elif reason_key:
         data["reason"] = translate(reason_key)[:20]
     await queue_template(
         session,
@@ -1024,7 +1029,10 @@ async def cancel_for_suspension(
     session: AsyncSession, *, schedule_id: int, now: datetime
 ) -> list[int]:
     """A clinic suspension (停诊): cancel the session's bookings without penalty and tell each
-    patient, with a link to rebook this doctor (or a colleague). Safe to run twice."""
+    patient, with a link to rebook this doctor (or a colleague). The notice gives the HIS's
+    reason when it sent one, else the usual wording. Safe to run twice."""
+    found = await catalog.schedules_by_ids(session, [schedule_id])
+    his_reason = found[0].suspension_reason if found else None
     rows = list(
         (
             await session.execute(
@@ -1064,6 +1072,7 @@ async def cancel_for_suspension(
             b,
             kind="clinic_suspended",
             reason_key="msg_reason_suspended",
+            reason_text=his_reason,
             url=f"/h5/booking/doctors/{b.doctor_code}?rebook={b.id}",
             now=now,
         )
@@ -1341,7 +1350,10 @@ async def suspension_accepted(session: AsyncSession, *, suspension_id: int, now:
         record_id=row.schedule_id,
         detail={"request_ref": row.request_ref},
     )
-    await apply_suspension(session, his_schedule_id=row.his_schedule_id, request_ref=None, now=now)
+    # The reason we sent is the one the HIS now holds (its event echoes it back).
+    await apply_suspension(
+        session, his_schedule_id=row.his_schedule_id, request_ref=None, now=now, reason=row.reason
+    )
 
 
 async def suspension_refused(
@@ -1369,13 +1381,19 @@ async def suspension_refused(
 
 
 async def apply_suspension(
-    session: AsyncSession, *, his_schedule_id: str, request_ref: str | None, now: datetime
+    session: AsyncSession,
+    *,
+    his_schedule_id: str,
+    request_ref: str | None,
+    now: datetime,
+    reason: str | None = None,
 ) -> list[int]:
     """A clinic suspension known to the HIS takes effect here: the schedule is marked
     suspended (its pool closes) and its bookings are cancelled without penalty, each patient
     told once. The one path for both the HIS's ``schedule.suspended`` event and our own
     console's request; safe to run again (the echo of our own request changes nothing).
-    ``request_ref`` (from the event) finishes our request if the echo arrives first."""
+    ``request_ref`` (from the event) finishes our request if the echo arrives first;
+    ``reason`` (the HIS's, optional) is kept on the schedule and given to the patients."""
     if request_ref:
         await _finish_suspension(
             session,
@@ -1384,7 +1402,7 @@ async def apply_suspension(
             code=None,
             now=now,
         )
-    await catalog.suspend(session, his_schedule_id=his_schedule_id, now=now)
+    await catalog.suspend(session, his_schedule_id=his_schedule_id, now=now, reason=reason)
     local = await catalog.local_schedule_id(session, his_schedule_id)
     if local is None:
         return []
