@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from frontdesk.booking import jobs as _booking_jobs  # noqa: F401 - registers handlers
 from frontdesk.catalog import jobs as _catalog_jobs  # noqa: F401
 from frontdesk.catalog import service as catalog_service
+from frontdesk.console.models import Role
 from frontdesk.core.clock import FrozenClock
 from tests.accounts.helpers import sim_patients
 from tests.booking.helpers import bookable_days, free_slots, open_schedule, sync
-from tests.booking.pages import phone
+from tests.booking.pages import phone, sign_in_staff
+from tests.console.conftest import create_staff
 
 
 @pytest.fixture(autouse=True)
@@ -45,3 +48,16 @@ async def world(
     yield {"alice": alice, "bob": bob, "sched": sched, "slots": slots, "days": days}
     await alice.aclose()
     await bob.aclose()
+
+
+@pytest.fixture
+async def office(env: Any, clock: FrozenClock) -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
+    """A signed-in scheduling-office client on the front app: (client, csrf, actor)."""
+    async with env.container.db.session() as s:
+        staff = await create_staff(s, clock, username="sched1", role=Role.scheduling)
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=env.front_app), base_url="http://testserver"
+    )
+    csrf = await sign_in_staff(client, clock, staff)
+    yield client, csrf, f"staff:{staff.id}"
+    await client.aclose()

@@ -1,5 +1,5 @@
-"""Page-level helpers for booking tests: signed-in phones, the HIS event feed, the HIS
-operator, and booking through the confirm page."""
+"""Page-level helpers for booking tests: signed-in phones and staff, the HIS event feed,
+the HIS operator, and booking through the confirm page."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from frontdesk.core.clock import FrozenClock
 from frontdesk.his import events
 from tests.accounts.helpers import SimPatient
 from tests.accounts.test_pages import accept, bind, csrf_of
@@ -74,3 +75,18 @@ async def book_via_page(client: httpx.AsyncClient, slot_id: int) -> httpx.Respon
         f"/h5/booking/slots/{slot_id}",
         data={"csrf": csrf_of(page), "idempotency_key": key.group(1), "card_id": card.group(1)},
     )
+
+
+async def sign_in_staff(client: httpx.AsyncClient, clock: FrozenClock, staff: Any) -> str:
+    """Sign a console user in (password and TOTP); returns the console's CSRF token."""
+    from frontdesk.console import service as console_service
+    from tests.console.conftest import PASSWORD, csrf_from, post_login
+
+    done = await post_login(
+        client,
+        username=staff.username,
+        password=PASSWORD,
+        code=console_service.totp_code(staff.secret, clock.now()),
+    )
+    assert done.status_code == 303, done.text
+    return csrf_from((await client.get("/console/")).text)

@@ -7,12 +7,10 @@ shown and changes nothing; the wrong role and bad input are refused with nothing
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from frontdesk.booking.models import Booking, ScheduleSuspension
@@ -23,37 +21,10 @@ from frontdesk.core.clock import FrozenClock
 from frontdesk.core.outbox import OutboxJob
 from frontdesk.core.worker import Worker
 from frontdesk.wechat.oa.models import TemplateMessage
-from tests.booking.pages import book_via_page, count, deliver_his_events, his_op
-from tests.console.conftest import create_staff, csrf_from, post_login
+from tests.booking.pages import book_via_page, count, deliver_his_events, his_op, sign_in_staff
+from tests.console.conftest import create_staff
 
 JOB = "booking.suspend_in_his"
-
-
-@pytest.fixture
-async def office(env: Any, clock: FrozenClock) -> AsyncIterator[tuple[httpx.AsyncClient, str, str]]:
-    """A signed-in scheduling-office client on the front app: (client, csrf, actor)."""
-    async with env.container.db.session() as s:
-        staff = await create_staff(s, clock, username="sched1", role=Role.scheduling)
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=env.front_app), base_url="http://testserver"
-    )
-    csrf = await _sign_in(client, clock, staff)
-    yield client, csrf, f"staff:{staff.id}"
-    await client.aclose()
-
-
-async def _sign_in(client: httpx.AsyncClient, clock: FrozenClock, staff: Any) -> str:
-    from frontdesk.console import service as console_service
-    from tests.console.conftest import PASSWORD
-
-    done = await post_login(
-        client,
-        username=staff.username,
-        password=PASSWORD,
-        code=console_service.totp_code(staff.secret, clock.now()),
-    )
-    assert done.status_code == 303, done.text
-    return csrf_from((await client.get("/console/")).text)
 
 
 async def _booked_pair(env: Any, world: Any) -> None:
@@ -309,7 +280,7 @@ async def test_other_roles_are_refused(env: Any, world: Any, clock: FrozenClock)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=env.front_app), base_url="http://testserver"
     ) as client:
-        csrf = await _sign_in(client, clock, cashier)
+        csrf = await sign_in_staff(client, clock, cashier)
         before = await _state(env)
         assert (await client.get(f"/console/booking/schedules/{sched.id}")).status_code == 403
         for data in (

@@ -2,8 +2,10 @@
 bookings of a session with their check-in state, no-show blocks with a lift (reason
 required, audited), and the clinic-suspension entry: pick a session, give a reason, confirm
 against the number of patients booked; the suspension is pushed to the HIS through the
-outbox and takes effect here once the HIS accepts it (a refusal is shown on the page).
-Suspensions entered at the HIS itself still reach us through its event feed."""
+outbox and takes effect here once the HIS accepts it (a refusal is shown on the page; a
+push the outbox gave up on is shown as "HIS not reached" with a push-again button).
+Suspensions entered at the HIS itself still reach us through its event feed, with the HIS's
+reason shown when it gave one."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from frontdesk.booking.errors import (
     SchedulePast,
     ScheduleSuspended,
     SuspensionCountChanged,
+    SuspensionNotFound,
+    SuspensionNotUnreached,
     SuspensionPending,
     SuspensionReasonRequired,
     SuspensionScheduleUnknown,
@@ -115,7 +119,9 @@ async def session_page(
             "suspensions": [
                 {
                     "x": x,
-                    "state_key": f"console.booking.suspension_{x.state}",
+                    "state": "his_unreached" if x.his_unreached else x.state,
+                    "state_key": "console.booking.suspension_"
+                    + ("his_unreached" if x.his_unreached else x.state),
                     "refusal_key": "console.booking.his_refused_"
                     + (x.refusal_code if x.refusal_code in HIS_REFUSALS else "other"),
                 }
@@ -176,6 +182,29 @@ async def suspend(
             "changed": changed,
         },
         principal=principal,
+    )
+
+
+@router.post("/booking/suspensions/{suspension_id}/push")
+async def push_again(
+    principal: Office,
+    request: Request,
+    suspension_id: int,
+    session: SessionDep,
+) -> Response:
+    """Push again a suspension the HIS was not reached with (same request_ref)."""
+    try:
+        row = await booking.push_suspension_again(
+            session, suspension_id=suspension_id, staff=principal.actor, now=now()
+        )
+    except SuspensionNotFound as exc:
+        return RedirectResponse(f"/console/booking?error={exc.code}", status_code=303)
+    except SuspensionNotUnreached as exc:
+        back = f"/console/booking/schedules/{exc.params['schedule_id']}"
+        return RedirectResponse(f"{back}?error={exc.code}", status_code=303)
+    return RedirectResponse(
+        f"/console/booking/schedules/{row.schedule_id}?notice=suspension_pushed_again",
+        status_code=303,
     )
 
 

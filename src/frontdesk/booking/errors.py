@@ -105,6 +105,16 @@ class SuspensionPending(Conflict):
     code = "booking_suspension_pending"
 
 
+class SuspensionNotFound(NotFound):
+    code = "booking_suspension_not_found"
+
+
+class SuspensionNotUnreached(Conflict):
+    """Push again only a suspension whose push the outbox gave up on (HIS not reached)."""
+
+    code = "booking_suspension_not_unreached"
+
+
 class SuspensionCountChanged(Conflict):
     """Bookings changed since staff saw the confirmation: show it again."""
 

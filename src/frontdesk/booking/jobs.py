@@ -170,7 +170,8 @@ def _text(ctx: events.EventContext, key: str) -> str | None:
 @events.on("schedule.suspended")
 async def on_schedule_suspended(ctx: events.EventContext) -> None:
     """Entered at the HIS, or the echo of our console's own request (``request_ref``): the
-    same path either way, and a second time changes nothing."""
+    same path either way, and a second time changes nothing. The event's ``reason`` is
+    optional: kept and told to the patients when given, the usual wording otherwise."""
     his_schedule_id = _text(ctx, "schedule_id")
     if his_schedule_id is None:
         return
@@ -179,6 +180,7 @@ async def on_schedule_suspended(ctx: events.EventContext) -> None:
         his_schedule_id=his_schedule_id,
         request_ref=_text(ctx, "request_ref"),
         now=ctx.now,
+        reason=_text(ctx, "reason"),
     )
 
 

@@ -134,3 +134,5 @@ class SuspensionView:
     state: str  # pending | done | refused
     refusal_code: str | None
     finished_at: datetime | None
+    # Pending, and its push job dead: the HIS was not reached; staff may push it again.
+    his_unreached: bool = False

@@ -859,10 +859,13 @@ async def _tell(
     *,
     kind: str,
     reason_key: str | None = None,
+    reason_text: str | None = None,
     url: str | None = None,
     now: datetime,
 ) -> None:
-    """Queue a template message to the account that booked (nothing if they unfollowed)."""
+    """Queue a template message to the account that booked (nothing if they unfollowed).
+    ``reason_text`` (words from outside, e.g. the HIS's suspension reason) wins over
+    ``reason_key``; either is cut to the template field's 20 characters."""
     names = await catalog.doctor_names(session, [b.doctor_code])
     doctor = names[b.doctor_code].name if b.doctor_code in names else b.doctor_code
     local = b.starts_at.astimezone(get_clock().tz)
@@ -871,7 +874,9 @@ async def _tell(
         "time": f"{local:%m-%d %H:%M} #{b.sequence_no}",
         "fee": format_fen(b.fee_fen),
     }
-    if reason_key:
+    if reason_text:
+        data["reason"] = reason_text[:20]
+    elif reason_key:
         data["reason"] = translate(reason_key)[:20]
     await queue_template(
         session,
@@ -1020,7 +1025,10 @@ async def cancel_for_suspension(
     session: AsyncSession, *, schedule_id: int, now: datetime
 ) -> list[int]:
     """A clinic suspension (停诊): cancel the session's bookings without penalty and tell each
-    patient, with a link to rebook this doctor (or a colleague). Safe to run twice."""
+    patient, with a link to rebook this doctor (or a colleague). The notice gives the HIS's
+    reason when it sent one, else the usual wording. Safe to run twice."""
+    found = await catalog.schedules_by_ids(session, [schedule_id])
+    his_reason = found[0].suspension_reason if found else None
     rows = list(
         (
             await session.execute(
@@ -1060,6 +1068,7 @@ async def cancel_for_suspension(
             b,
             kind="clinic_suspended",
             reason_key="msg_reason_suspended",
+            reason_text=his_reason,
             url=f"/h5/booking/doctors/{b.doctor_code}?rebook={b.id}",
             now=now,
         )
@@ -1137,7 +1146,12 @@ SUSPEND_JOB = "booking.suspend_in_his"
 SUSPENSION_REASON_MAX = 200
 
 
-def _suspension_view(s: ScheduleSuspension) -> SuspensionView:
+def _push_key(suspension_id: int) -> str:
+    """The dedupe key of a suspension's push job: the one job row, retried in place."""
+    return f"{SUSPEND_JOB}:{suspension_id}"
+
+
+def _suspension_view(s: ScheduleSuspension, push_status: str | None = None) -> SuspensionView:
     return SuspensionView(
         suspension_id=s.id,
         request_ref=s.request_ref,
@@ -1149,17 +1163,26 @@ def _suspension_view(s: ScheduleSuspension) -> SuspensionView:
         state=s.state,
         refusal_code=s.refusal_code,
         finished_at=s.finished_at,
+        his_unreached=s.state == SUSPENSION_PENDING and push_status == outbox.DEAD,
     )
 
 
 async def suspensions(session: AsyncSession, *, schedule_id: int) -> list[SuspensionView]:
-    """The suspension requests of a session, newest first."""
-    rows = await session.execute(
-        select(ScheduleSuspension)
-        .where(ScheduleSuspension.schedule_id == schedule_id)
-        .order_by(ScheduleSuspension.id.desc())
+    """The suspension requests of a session, newest first. A pending one whose push job the
+    outbox gave up on (dead: the HIS stayed unreachable through every attempt) is marked
+    ``his_unreached``; one still being retried is not."""
+    rows = list(
+        (
+            await session.execute(
+                select(ScheduleSuspension)
+                .where(ScheduleSuspension.schedule_id == schedule_id)
+                .order_by(ScheduleSuspension.id.desc())
+            )
+        ).scalars()
     )
-    return [_suspension_view(s) for s in rows.scalars()]
+    pending = [_push_key(r.id) for r in rows if r.state == SUSPENSION_PENDING]
+    statuses = await outbox.statuses_by_key(session, pending)
+    return [_suspension_view(r, statuses.get(_push_key(r.id))) for r in rows]
 
 
 async def booked_count(session: AsyncSession, *, schedule_id: int) -> int:
@@ -1235,9 +1258,7 @@ async def request_suspension(
             await session.flush()
     except IntegrityError:
         raise errors.SuspensionPending from None
-    await outbox.enqueue(
-        session, SUSPEND_JOB, suspension_id=row.id, dedupe_key=f"{SUSPEND_JOB}:{row.id}"
-    )
+    await outbox.enqueue(session, SUSPEND_JOB, suspension_id=row.id, dedupe_key=_push_key(row.id))
     await audit.record(
         session,
         at=now,
@@ -1248,6 +1269,35 @@ async def request_suspension(
         detail={"reason": reason, "booked": booked, "request_ref": row.request_ref},
     )
     return _suspension_view(row)
+
+
+async def push_suspension_again(
+    session: AsyncSession, *, suspension_id: int, staff: str, now: datetime
+) -> SuspensionView:
+    """Staff push again a suspension the HIS was never reached with (its push job gave up).
+    The same job row runs again with a fresh set of attempts, so the HIS gets the same
+    ``request_ref`` and, its write being idempotent on it, never suspends twice; here the
+    effect is applied once whatever the HIS answers (accepted, or already suspended).
+    Refused, with nothing changed, for an unknown id or a suspension not in that state (done,
+    refused, or still being retried by the outbox)."""
+    row = await suspension_to_push(session, suspension_id)
+    if row is None:
+        raise errors.SuspensionNotFound
+    if row.state != SUSPENSION_PENDING:
+        raise errors.SuspensionNotUnreached(schedule_id=row.schedule_id)
+    # The guarded UPDATE is the check: of two staff pressing at once, one re-queues it.
+    if not await outbox.retry_dead_by_key(session, _push_key(row.id)):
+        raise errors.SuspensionNotUnreached(schedule_id=row.schedule_id)
+    await audit.record(
+        session,
+        at=now,
+        actor=staff,
+        action="booking.suspension_pushed_again",
+        record_type="schedule",
+        record_id=row.schedule_id,
+        detail={"suspension_id": row.id, "request_ref": row.request_ref},
+    )
+    return _suspension_view(row, outbox.QUEUED)
 
 
 async def suspension_to_push(
@@ -1296,7 +1346,10 @@ async def suspension_accepted(session: AsyncSession, *, suspension_id: int, now:
         record_id=row.schedule_id,
         detail={"request_ref": row.request_ref},
     )
-    await apply_suspension(session, his_schedule_id=row.his_schedule_id, request_ref=None, now=now)
+    # The reason we sent is the one the HIS now holds (its event echoes it back).
+    await apply_suspension(
+        session, his_schedule_id=row.his_schedule_id, request_ref=None, now=now, reason=row.reason
+    )
 
 
 async def suspension_refused(
@@ -1324,13 +1377,19 @@ async def suspension_refused(
 
 
 async def apply_suspension(
-    session: AsyncSession, *, his_schedule_id: str, request_ref: str | None, now: datetime
+    session: AsyncSession,
+    *,
+    his_schedule_id: str,
+    request_ref: str | None,
+    now: datetime,
+    reason: str | None = None,
 ) -> list[int]:
     """A clinic suspension known to the HIS takes effect here: the schedule is marked
     suspended (its pool closes) and its bookings are cancelled without penalty, each patient
     told once. The one path for both the HIS's ``schedule.suspended`` event and our own
     console's request; safe to run again (the echo of our own request changes nothing).
-    ``request_ref`` (from the event) finishes our request if the echo arrives first."""
+    ``request_ref`` (from the event) finishes our request if the echo arrives first;
+    ``reason`` (the HIS's, optional) is kept on the schedule and given to the patients."""
     if request_ref:
         await _finish_suspension(
             session,
@@ -1339,7 +1398,7 @@ async def apply_suspension(
             code=None,
             now=now,
         )
-    await catalog.suspend(session, his_schedule_id=his_schedule_id, now=now)
+    await catalog.suspend(session, his_schedule_id=his_schedule_id, now=now, reason=reason)
     local = await catalog.local_schedule_id(session, his_schedule_id)
     if local is None:
         return []

@@ -66,6 +66,10 @@ class Schedule(Base):
     # The HIS pool version last applied (0: no pool yet); an older pool is never applied.
     pool_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     synced_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    # Why the session is suspended, as the HIS's ``schedule.suspended`` event said (the
+    # reason typed at the HIS, or the one our console sent with its request). NULL while
+    # open, and when the HIS gave none or the suspension was only seen by the sync.
+    suspension_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
     __table_args__ = (
         Index("ix_catalog_schedule_doctor_on", "doctor_code", "on_date"),

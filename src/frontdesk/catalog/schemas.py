@@ -39,6 +39,7 @@ class ScheduleView:
     status: str
     slots_total: int
     slots_left: int
+    suspension_reason: str | None = None  # the HIS's words, when it gave any
 
     @property
     def suspended(self) -> bool:

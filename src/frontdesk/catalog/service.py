@@ -185,16 +185,36 @@ async def apply_pool(session: AsyncSession, pool: port.SlotPool) -> bool:
     return True
 
 
-async def suspend(session: AsyncSession, *, his_schedule_id: str, now: datetime) -> int | None:
+SUSPENSION_REASON_MAX = 200
+
+
+async def suspend(
+    session: AsyncSession, *, his_schedule_id: str, now: datetime, reason: str | None = None
+) -> int | None:
     """Mark a schedule suspended (停诊). Returns its local id if this call changed it, None if
-    it was already suspended or is unknown (so the caller's follow-up happens once)."""
+    it was already suspended or is unknown (so the caller's follow-up happens once).
+
+    ``reason`` is the HIS's (blank means none). It is kept the first time one is known, also
+    for a schedule the sync already saw suspended (the sync's list has no reason); a later
+    different reason does not overwrite it, so what patients were told stays on the page."""
+    clean = " ".join((reason or "").split())[:SUSPENSION_REASON_MAX] or None
     done = await session.execute(
         update(Schedule)
         .where(Schedule.his_schedule_id == his_schedule_id, Schedule.status != SUSPENDED)
-        .values(status=SUSPENDED, synced_at=now)
+        .values(status=SUSPENDED, synced_at=now, suspension_reason=clean)
         .returning(Schedule.id)
     )
     local = done.scalar_one_or_none()
+    if local is None and clean is not None:
+        await session.execute(
+            update(Schedule)
+            .where(
+                Schedule.his_schedule_id == his_schedule_id,
+                Schedule.status == SUSPENDED,
+                Schedule.suspension_reason.is_(None),
+            )
+            .values(suspension_reason=clean)
+        )
     if local is not None:
         cache.full_pools.put(local, True)
         slot_cache.clear()
@@ -569,6 +589,7 @@ def _schedule_view(sched: Schedule, total: int, left: int) -> ScheduleView:
         status=sched.status,
         slots_total=total,
         slots_left=0 if sched.status == SUSPENDED else left,
+        suspension_reason=sched.suspension_reason,
     )
 
 

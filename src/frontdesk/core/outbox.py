@@ -515,6 +515,31 @@ async def retry_dead(session: AsyncSession, job_id: int) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def retry_dead_by_key(session: AsyncSession, dedupe_key: str) -> bool:
+    """``retry_dead`` for the job a domain knows by its ``dedupe_key``: the same row, so the
+    same payload, runs again. One guarded ``UPDATE``: of two staff pressing at once, one
+    re-queues it and the other gets ``False``; a job that is not dead is left alone."""
+    result = await session.execute(
+        update(OutboxJob)
+        .where(OutboxJob.dedupe_key == dedupe_key, OutboxJob.status == DEAD)
+        .values(status=QUEUED, attempts=0, run_after_at=clock_now(), finished_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def statuses_by_key(session: AsyncSession, dedupe_keys: list[str]) -> dict[str, str]:
+    """The status (queued, running, done, dead) of the jobs with these ``dedupe_key``s; a key
+    with no job (never enqueued, or done and purged) is absent. Lets a domain page tell a
+    push that is still being retried from one the outbox gave up on."""
+    if not dedupe_keys:
+        return {}
+    rows = await session.execute(
+        select(OutboxJob.dedupe_key, OutboxJob.status).where(OutboxJob.dedupe_key.in_(dedupe_keys))
+    )
+    return {str(key): str(status) for key, status in rows.all()}
+
+
 async def purge_done(
     session: AsyncSession, *, finished_before: datetime, limit: int = 10_000
 ) -> int:
@@ -577,5 +602,8 @@ __all__ = [
     "enqueue",
     "job",
     "registry",
+    "retry_dead",
+    "retry_dead_by_key",
     "run_claimed",
+    "statuses_by_key",
 ]

@@ -956,8 +956,9 @@ async def suspend_schedule(
         session,
         "schedule.suspended",
         schedule_id=schedule_id,
-        reason=reason,
         cancelled_appointments=len(ids),
+        # Optional in the protocol: an operator who gives none sends none.
+        **({"reason": reason.strip()} if reason.strip() else {}),
         # Set when the suspension came through the bridge (the front server's own request,
         # so it can recognise the echo); absent when entered at the HIS.
         **({"request_ref": request_ref} if request_ref else {}),
