@@ -90,3 +90,34 @@ async def sign_in_staff(client: httpx.AsyncClient, clock: FrozenClock, staff: An
     )
     assert done.status_code == 303, done.text
     return csrf_from((await client.get("/console/")).text)
+
+
+async def sent_to_wechat(env: Any, kind: str) -> list[dict[str, Any]]:
+    """What the WeChat simulator accepted of this message kind, after the worker sent the
+    queue. Fails if any queued message of the kind was refused (a keyword the template does
+    not have is errcode 47003) or is still unsent."""
+    from frontdesk.core.worker import Worker
+    from frontdesk.wechat.oa.models import TEMPLATE_DELIVERED, TEMPLATE_SENT, TemplateMessage
+
+    await Worker(env.container).drain()
+    async with env.container.db.session() as s:
+        rows = (
+            (await s.execute(select(TemplateMessage).where(TemplateMessage.kind == kind)))
+            .scalars()
+            .all()
+        )
+    assert rows, f"no {kind} message queued"
+    unsent = [
+        (r.state, r.errcode, r.last_error)
+        for r in rows
+        if r.state
+        not in {
+            TEMPLATE_SENT,
+            TEMPLATE_DELIVERED,
+        }
+    ]
+    assert unsent == [], unsent
+    template_id = env.container.settings.wechat_template_ids[kind]
+    sent = [t for t in env.sim.sent_templates if t["template_id"] == template_id]
+    assert len(sent) == len(rows)
+    return sent

@@ -20,7 +20,13 @@ from frontdesk.core.clock import FrozenClock
 from frontdesk.core.worker import Worker
 from frontdesk.wechat.oa.models import TemplateMessage
 from tests.accounts.test_pages import csrf_of
-from tests.booking.pages import book_via_page, count, deliver_his_events, his_op
+from tests.booking.pages import (
+    book_via_page,
+    count,
+    deliver_his_events,
+    his_op,
+    sent_to_wechat,
+)
 
 
 async def test_browse_book_register_and_cancel(env: Any, world: Any, his_sim: Any) -> None:
@@ -51,6 +57,14 @@ async def test_browse_book_register_and_cancel(env: Any, world: Any, his_sim: An
         b = (await s.execute(select(Booking))).scalar_one()
     assert (b.his_state, b.his_appointment_id is not None) == ("registered", True)
     assert await count(env, TemplateMessage, TemplateMessage.kind == "booking_made") == 1
+    # ...and WeChat took it: the keywords of the booking template, the visit in local time
+    [made] = await sent_to_wechat(env, "booking_made")
+    local = b.starts_at.astimezone(env.container.settings.tz)
+    assert set(made["data"]) == {"thing1", "time2", "thing3", "character_string4"}
+    assert made["data"]["time2"] == f"{local:%Y-%m-%d %H:%M}"
+    assert made["data"]["character_string4"] == b.booking_ref
+    assert f"{b.sequence_no}号" in made["data"]["thing3"] and fee in made["data"]["thing3"]
+    assert made["truncated"] == []
 
     # cancel: the slot returns, the HIS is told, the patient is told
     page = await alice.get(booking_url)
@@ -64,6 +78,8 @@ async def test_browse_book_register_and_cancel(env: Any, world: Any, his_sim: An
     appt = await env.container.services["his"].appointment(b.his_appointment_id)
     assert appt.status.value == "cancelled"
     assert await count(env, TemplateMessage, TemplateMessage.kind == "booking_cancelled") == 1
+    [told] = await sent_to_wechat(env, "booking_cancelled")
+    assert told["data"]["thing3"] == "您已取消" and told["data"]["time2"] == made["data"]["time2"]
     # cancelling twice is refused and changes nothing
     again = await alice.post(f"{booking_url}/cancel", data={"csrf": csrf_of(page)})
     assert again.status_code == 409
@@ -152,6 +168,8 @@ async def test_his_refusal_cancels_and_gives_the_slot_back(
     )
     assert await count(env, Slot, Slot.id == slot_id, Slot.booking_id.is_(None)) == 1
     assert await count(env, TemplateMessage, TemplateMessage.kind == "booking_cancelled") == 1
+    [told] = await sent_to_wechat(env, "booking_cancelled")
+    assert told["data"]["thing3"] == "医生停诊"
 
 
 async def test_suspension_event_cancels_bookings_and_offers_a_rebook(
@@ -178,6 +196,8 @@ async def test_suspension_event_cancels_bookings_and_offers_a_rebook(
             .all()
         )
     assert len(urls) == 2 and all(f"/h5/booking/doctors/{sched.doctor_code}" in u for u in urls)
+    told = await sent_to_wechat(env, "clinic_suspended")
+    assert [t["data"]["thing3"] for t in told] == ["医生临时停诊"] * 2  # the HIS's reason
     page = await alice.get(f"/h5/booking/doctors/{sched.doctor_code}")
     assert 'data-state="suspended"' in page.text
     # and no penalty
@@ -218,3 +238,6 @@ async def test_reminder_the_evening_before(env: Any, world: Any, clock: FrozenCl
             await outbox.enqueue(s, jobs.REMIND_JOB)
         await Worker(env.container).drain()
     assert await count(env, TemplateMessage, TemplateMessage.kind == "visit_reminder") == 1
+    [reminder] = await sent_to_wechat(env, "visit_reminder")
+    assert set(reminder["data"]) == {"thing1", "time2", "thing3"}
+    assert "请带就诊卡" in reminder["data"]["thing3"]

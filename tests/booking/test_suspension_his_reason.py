@@ -43,7 +43,7 @@ async def _seen(env: Any, sched_id: int) -> dict[str, Any]:
         bookings = sorted((await s.execute(select(Booking.id, Booking.status))).all())
     return {
         "schedule": (local.status, local.suspension_reason),
-        "reasons": [n.data.get("reason") for n in notices],
+        "reasons": [n.data.get("thing3") for n in notices],
         "told": sorted(n.openid for n in notices),
         "bookings": bookings,
     }

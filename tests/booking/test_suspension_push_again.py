@@ -254,7 +254,7 @@ async def test_unreached_his_is_shown_and_pushed_again_once(
     assert (local.status, local.suspension_reason) == ("suspended", REASON)
     assert await count(env, Booking, Booking.status == "cancelled_by_hospital") == 2
     assert len(notices) == 2 and len({n.openid for n in notices}) == 2
-    assert [n.data["reason"] for n in notices] == [REASON, REASON]
+    assert [n.data["thing3"] for n in notices] == [REASON, REASON]
     assert await _his_suspended_events(env, sched.his_schedule_id) == 1
     page = await client.get(f"/console/booking/schedules/{sched.id}")
     assert 'data-suspension-state="done"' in page.text

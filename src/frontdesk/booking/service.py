@@ -98,7 +98,9 @@ def _day_key(card_id: int, doctor_code: str, on_date: date) -> str:
 
 
 def _new_ref() -> str:
-    return "WX" + secrets.token_hex(10).upper()
+    """The patient's booking reference: 20 characters, so it survives WeChat cutting every
+    template value at 20 (72 random bits; the column is unique)."""
+    return "WX" + secrets.token_hex(9).upper()
 
 
 # --------------------------------------------------------------------------- views
@@ -864,20 +866,29 @@ async def _tell(
     now: datetime,
 ) -> None:
     """Queue a template message to the account that booked (nothing if they unfollowed).
-    ``reason_text`` (words from outside, e.g. the HIS's suspension reason) wins over
-    ``reason_key``; either is cut to the template field's 20 characters."""
+
+    The data are the keywords of the hospital's booking templates (``TPL_BOOKING_*`` in the
+    WeChat simulator; WeChat refuses a keyword the template does not have): ``thing1`` the
+    doctor, ``time2`` the visit's date and time, ``thing3`` what matters for this kind (the
+    number and fee; the reminder's hint; the reason of a cancellation or suspension) and,
+    for a booking made, ``character_string4`` its reference. ``reason_text`` (words from
+    outside, e.g. the HIS's suspension reason) wins over ``reason_key``. WeChat cuts every
+    value at 20 characters, so each is cut here, what matters first."""
     names = await catalog.doctor_names(session, [b.doctor_code])
     doctor = names[b.doctor_code].name if b.doctor_code in names else b.doctor_code
     local = b.starts_at.astimezone(get_clock().tz)
-    data = {
-        "doctor": doctor[:20],
-        "time": f"{local:%m-%d %H:%M} #{b.sequence_no}",
-        "fee": format_fen(b.fee_fen),
-    }
-    if reason_text:
-        data["reason"] = reason_text[:20]
+    data = {"thing1": doctor[:20], "time2": f"{local:%Y-%m-%d %H:%M}"}
+    if kind == "booking_made":
+        data["thing3"] = translate(
+            "msg_booking_number_fee", number=b.sequence_no, fee=format_fen(b.fee_fen)
+        )[:20]
+        data["character_string4"] = b.booking_ref
+    elif kind == "visit_reminder":
+        data["thing3"] = translate("msg_visit_reminder_hint", number=b.sequence_no)[:20]
+    elif reason_text:
+        data["thing3"] = reason_text[:20]
     elif reason_key:
-        data["reason"] = translate(reason_key)[:20]
+        data["thing3"] = translate(reason_key)[:20]
     await queue_template(
         session,
         openid=b.openid,
