@@ -272,3 +272,50 @@ async def test_staff_can_queue_a_past_day_and_not_a_future_one(
     [job] = (await db.execute(select(OutboxJob))).scalars().all()
     assert (job.name, job.payload) == (service.RUN_JOB, {"day": "2026-11-20"})
     assert csrf_from((await client.get("/console/reconciliation?notice=queued")).text)
+
+
+async def test_an_empty_day_and_a_missing_bill_with_payments_are_told_apart(
+    client: httpx.AsyncClient, db: AsyncSession, clock: FrozenClock, app: Any
+) -> None:
+    await reconciled_day(db, clock, app)  # a day with a bill: its SHA-1 is shown
+    empty, missing = date(2026, 11, 23), date(2026, 11, 24)
+    await service.reconcile(
+        db,
+        day=empty,
+        bill_lines=None,  # WeChat has no bill: no trades that day
+        bill_sha1=None,
+        his_records=[],
+        ledger=MemoryLedger(),
+        mchid=MCHID,
+        now=clock.now(),
+        policy=service.Policy(),
+    )
+    await service.record_failure(
+        db,
+        day=missing,
+        error=BillRejected("no_statement_but_paid", "our ledger has 3 WeChat payment(s)"),
+        now=clock.now(),
+    )
+    await sign_in(client, clock, await create_staff(db, clock, username="fin", role=Role.finance))
+
+    empty_page = await client.get(f"/console/reconciliation/day/{empty.isoformat()}")
+    billed_page = await client.get(f"/console/reconciliation/day/{DAY.isoformat()}")
+    missing_page = await client.get(f"/console/reconciliation/day/{missing.isoformat()}")
+    days = await client.get("/console/reconciliation")
+
+    assert empty_page.status_code == 200
+    assert '<span data-testid="empty-day">当日无微信支付交易（微信支付未生成账单）</span>' in (
+        empty_page.text
+    )
+    assert "SHA-1" not in empty_page.text
+    assert 'data-testid="empty-day"' not in billed_page.text
+    assert f"SHA-1 <code>{'a' * 40}</code>" in billed_page.text
+    assert (
+        "微信支付当日无账单，但本方流水记有微信支付缴费或退费 — our ledger has 3 WeChat payment(s)"
+        in missing_page.text
+    )
+    row = days.text[days.text.index(f'data-day="{empty.isoformat()}"') :]
+    row = row[: row.index("</tr>")]
+    assert "当日无微信支付交易" in row
+    other = days.text[days.text.index(f'data-day="{DAY.isoformat()}"') :]
+    assert "当日无微信支付交易" not in other[: other.index("</tr>")]

@@ -1,12 +1,15 @@
 """The worker's reconciliation against the real Pay simulator and the demo HIS: the daily job
-reconciles the previous hospital day, a bill not yet published waits and is retried, and a
-bill that does not hash or unzip stops the run with its reason (on a committed database)."""
+reconciles the previous hospital day, a bill not yet published waits and is retried, a day
+WeChat has no bill for is an empty day from noon (unless our ledger has WeChat payments on
+it: then it waits and fails with ``no_statement_but_paid``), and a bill that does not hash
+or unzip stops the run with its reason (on a committed database)."""
 
 from __future__ import annotations
 
 import gzip
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -139,7 +142,98 @@ async def test_a_bill_not_yet_published_waits_and_is_retried(
     assert (run.state, run.error_code, run.bill_lines) == ("reconciled", None, 2)
 
 
-async def test_no_bill_past_the_deadline_fails_for_good(
+def _noon_next_day(day: date, minutes: int = 0) -> datetime:
+    return datetime.combine(day + timedelta(days=1), time(12, 0), tzinfo=SH) + timedelta(
+        minutes=minutes
+    )
+
+
+async def _queued_runs(container: Container) -> list[OutboxJob]:
+    async with container.db.session() as s:
+        return list(
+            (
+                await s.execute(
+                    select(OutboxJob).where(
+                        OutboxJob.name == service.RUN_JOB, OutboxJob.status == "queued"
+                    )
+                )
+            ).scalars()
+        )
+
+
+def _pending_payment(day: date) -> tuple[LedgerEntry, datetime]:
+    """A payment a patient started and abandoned: no money moved, in no bill."""
+    entry = LedgerEntry(
+        kind="payment",
+        out_trade_no="P2000001",
+        out_refund_no=None,
+        transaction_id=None,
+        refund_id=None,
+        trade_type="JSAPI",
+        amount_fen=500,
+        state="pending",
+        at=None,
+        card_no="C1",
+        his_ref="P2000001",
+        his_state="pending",
+        ledger_id=7,
+    )
+    return entry, datetime.combine(day, time(15, 0), tzinfo=SH)
+
+
+def _paid_entry(day: date) -> LedgerEntry:
+    return LedgerEntry(
+        kind="payment",
+        out_trade_no="P3000001",
+        out_refund_no=None,
+        transaction_id="4200000000000000000000000001",
+        refund_id=None,
+        trade_type="JSAPI",
+        amount_fen=2350,
+        state="paid",
+        at=datetime.combine(day, time(10, 0), tzinfo=SH),
+        card_no="C1",
+        his_ref="P3000001",
+        his_state="settled",
+        ledger_id=8,
+    )
+
+
+async def test_a_day_without_transactions_waits_until_noon_then_is_an_empty_bill(
+    container: Container, pay_sim: PaySimRig, his_gateway: object, clock: FrozenClock
+) -> None:
+    day = clock.local_now().date()
+    pending, started = _pending_payment(day)
+    _wire(container, pay_sim, his_gateway, MemoryLedger([pending], started={"P2000001": started}))
+    clock.set(_noon_next_day(day, minutes=-5))  # the bill is published by now, but not surely
+
+    run = await _run(container, day, clock)
+
+    # WeChat answers NO_STATEMENT_EXIST (no trades); before noon that is "not yet".
+    assert (run.state, run.error_code, run.bill_lines) == ("waiting", "no_statement", 0)
+    [retry] = await _queued_runs(container)
+    assert retry.run_after_at == clock.now() + timedelta(minutes=30)
+
+    clock.advance(minutes=30)
+    await Worker(container).drain()
+
+    async with container.db.session() as s:
+        run = (await s.execute(select(ReconRun))).scalar_one()
+        diffs = (await s.execute(select(ReconDifference))).scalars().all()
+        items = (await s.execute(select(ReconItem))).scalars().all()
+    assert (run.state, run.error_code, run.error_detail, run.empty_day, run.bill_sha1) == (
+        "reconciled",
+        None,
+        None,
+        True,
+        None,
+    )
+    assert (run.bill_lines, run.his_records, run.matched, run.differences) == (0, 0, 0, 0)
+    assert (diffs, items) == ([], [])
+    assert await _queued_runs(container) == []
+
+
+async def test_an_empty_day_long_past_the_deadline_is_reconciled_not_failed(
     container: Container, pay_sim: PaySimRig, his_gateway: object, clock: FrozenClock
 ) -> None:
     _wire(container, pay_sim, his_gateway, MemoryLedger())
@@ -147,10 +241,122 @@ async def test_no_bill_past_the_deadline_fails_for_good(
 
     run = await _run(container, day, clock)
 
-    assert (run.state, run.error_code) == ("failed", "no_statement")
+    assert (run.state, run.error_code, run.empty_day, run.bill_lines) == (
+        "reconciled",
+        None,
+        True,
+        0,
+    )
+    assert await _queued_runs(container) == []
+
+
+async def test_an_empty_day_shows_what_the_his_booked_for_wechat(
+    container: Container, pay_sim: PaySimRig, his_gateway: Any, clock: FrozenClock
+) -> None:
+    day = clock.local_now().date()
+    card = "6100000002"
+    ids = [o.order_id for o in await his_gateway.unpaid_orders(card_no=card)]
+    pre = await his_gateway.pre_settle(card_no=card, order_ids=ids)
+    await his_gateway.settle(  # the HIS books a WeChat payment nobody made through us
+        card_no=card, order_ids=ids, payment_ref="PHIS000001", self_pay_fen=pre.self_pay_fen
+    )
+    _wire(container, pay_sim, his_gateway, MemoryLedger())
+    clock.set(_noon_next_day(day, minutes=1))
+
+    run = await _run(container, day, clock)
+
+    assert (run.state, run.empty_day, run.bill_lines, run.his_records, run.differences) == (
+        "reconciled",
+        True,
+        0,
+        1,
+        1,
+    )
     async with container.db.session() as s:
-        queued = (await s.execute(select(OutboxJob).where(OutboxJob.status == "queued"))).all()
-    assert queued == []
+        [diff] = (await s.execute(select(ReconDifference))).scalars().all()
+    assert (diff.out_trade_no, diff.diff_class, diff.reason, diff.status) == (
+        "PHIS000001",
+        "his_unpaid",
+        "his_not_paid",
+        "open",
+    )
+    assert (diff.bill_fen, diff.ledger_fen, diff.his_fen) == (None, None, pre.self_pay_fen)
+
+
+async def test_no_bill_while_our_ledger_has_payments_waits_then_fails_with_its_reason(
+    container: Container, pay_sim: PaySimRig, his_gateway: object, clock: FrozenClock
+) -> None:
+    day = clock.local_now().date()
+    _wire(container, pay_sim, his_gateway, MemoryLedger([_paid_entry(day)]))
+    clock.set(_noon_next_day(day, minutes=30))  # past the cut-off: the bill must be there
+
+    run = await _run(container, day, clock)
+
+    assert (run.state, run.error_code, run.empty_day) == ("waiting", "no_statement", False)
+    assert "our ledger has 1 WeChat payment(s)/refund(s)" in (run.error_detail or "")
+    [retry] = await _queued_runs(container)
+    assert retry.run_after_at == clock.now() + timedelta(minutes=30)
+
+    give_up = service.day_window(day)[1] + timedelta(hours=48)
+    clock.set(give_up + timedelta(minutes=1))
+    await Worker(container).drain()
+
+    async with container.db.session() as s:
+        run = (await s.execute(select(ReconRun))).scalar_one()
+        assert (await s.execute(select(ReconItem))).all() == []
+        assert (await s.execute(select(ReconDifference))).all() == []
+    assert (run.state, run.error_code, run.empty_day) == (
+        "failed",
+        "no_statement_but_paid",
+        False,
+    )
+    assert "NO_STATEMENT_EXIST" in (run.error_detail or "")
+    assert await _queued_runs(container) == []
+
+
+async def test_statement_creating_after_noon_is_still_not_published(
+    container: Container, pay_sim: PaySimRig, his_gateway: object, clock: FrozenClock
+) -> None:
+    day = clock.local_now().date()
+    _wire(container, pay_sim, his_gateway, MemoryLedger())
+    answer = await pay_sim.http.post("/sim/pay/faults", json={"statement_creating": 1})
+    assert answer.status_code == 200
+    clock.set(_noon_next_day(day, minutes=1))
+
+    run = await _run(container, day, clock)
+
+    assert (run.state, run.error_code, run.empty_day) == ("waiting", "no_statement", False)
+    assert "STATEMENT_CREATING" in (run.error_detail or "")
+    assert len(await _queued_runs(container)) == 1
+
+
+async def test_no_bill_on_a_rerun_keeps_the_bill_an_earlier_run_reconciled(
+    container: Container, pay_sim: PaySimRig, his_gateway: object, clock: FrozenClock
+) -> None:
+    day, ledger = await _paid_day(pay_sim, clock)
+    _wire(container, pay_sim, his_gateway, ledger)
+    clock.set(_noon_next_day(day, minutes=1))
+    first = await _run(container, day, clock)
+    assert (first.state, first.bill_lines, first.differences) == ("reconciled", 2, 1)
+    # Later WeChat has no bill of the day, and our ledger no longer shows its payments.
+    answer = await pay_sim.http.post(
+        "/sim/pay/faults", json={"no_statement_days": [day.isoformat()]}
+    )
+    assert answer.status_code == 200
+    ledger.entries_.clear()
+    clock.advance(minutes=5)
+
+    again = await _run(container, day, clock)
+
+    assert (again.state, again.bill_lines, again.empty_day, again.bill_sha1) == (
+        "reconciled",
+        2,
+        False,
+        first.bill_sha1,
+    )
+    async with container.db.session() as s:
+        diffs = (await s.execute(select(ReconDifference))).scalars().all()
+    assert [(d.out_trade_no, d.status) for d in diffs] == [("P1000002", "open")]
 
 
 @pytest.mark.parametrize(

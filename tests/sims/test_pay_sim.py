@@ -15,6 +15,7 @@ from frontdesk.core.clock import FrozenClock
 from frontdesk.wechat.pay import signing
 from frontdesk.wechat.pay.port import JsapiOrder
 from tests.sims.pay_rig import PaySimRig
+from tests.wechat.test_pay_client import paid_order
 
 OPENID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
 CST = ZoneInfo("Asia/Shanghai")
@@ -367,6 +368,40 @@ async def test_fault_injection_endpoint_validates_and_queues(pay_sim: PaySimRig)
     assert good.status_code == 200
     assert list(pay_sim.sim.faults.notify) == ["drop", "duplicate"]
     assert (pay_sim.sim.faults.api_500, pay_sim.sim.faults.signtest) == (2, 1)
+
+
+async def test_bill_faults_are_validated_and_make_the_bill_answer_no_statement(
+    pay_sim: PaySimRig, clock: FrozenClock
+) -> None:
+    bad = [
+        await pay_sim.http.post("/sim/pay/faults", json=body)
+        for body in (
+            {"no_statement_days": "2026-11-27"},
+            {"no_statement_days": ["2026-11-27", "yesterday"]},
+            {"no_statement_days": [20261127]},
+            {"no_statement_days": ["2026-11-27"], "statement_creating": -1},
+        )
+    ]
+    assert [(r.status_code, r.json()["code"]) for r in bad] == [(400, "PARAM_ERROR")] * 4
+    assert (pay_sim.sim.faults.no_statement_days, pay_sim.sim.faults.statement_creating) == (
+        set(),
+        0,
+    )
+
+    good = await pay_sim.http.post(
+        "/sim/pay/faults", json={"no_statement_days": ["2026-11-27"], "statement_creating": 1}
+    )
+    assert good.status_code == 200
+    await paid_order(pay_sim)  # the day has a trade: without the fault it has a bill
+    assert len(pay_sim.sim.bill_lines(clock.local_now().date())) == 1
+    clock.advance(days=1)
+    query = "/v3/bill/tradebill?bill_date=2026-11-27&bill_type=ALL&tar_type=GZIP"
+    first = await send(pay_sim, "GET", query)
+    second = await send(pay_sim, "GET", query)
+    assert [(r.status_code, r.json()["code"]) for r in (first, second)] == [
+        (400, "STATEMENT_CREATING"),
+        (400, "NO_STATEMENT_EXIST"),
+    ]
 
 
 async def test_an_expired_order_cannot_be_paid(pay_sim: PaySimRig, clock: FrozenClock) -> None:

@@ -26,6 +26,9 @@ class BillRejected(DomainError):
         "duplicate",  # the same movement appears twice in the bill
         "merchant",  # a row of another merchant
         "no_statement",  # WeChat has not published the bill (retried until the deadline)
+        # WeChat says there is no bill for the day although our ledger recorded WeChat
+        # payments or refunds on it (given up after the deadline)
+        "no_statement_but_paid",
         "fetch",  # WeChat Pay could not be reached
         "his",  # the HIS could not give the day's settlements
         "ledger",  # no payments ledger is configured (billing not wired)

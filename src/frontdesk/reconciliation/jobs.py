@@ -4,9 +4,13 @@
   queue the run of the previous hospital day.
 - ``reconciliation.run_day``: stream the day's ALL bill (gzip, SHA-1 checked) to a temporary
   file, read the HIS's WeChat-channel settlements and our ledger, then parse, match and
-  store in the job's one transaction. Not published yet, WeChat Pay or the HIS unreachable,
-  or a bill that does not hash: the run is marked (waiting / failed with the reason) and a
-  new attempt is queued, until ``reconciliation_give_up_hours`` after the day ended. A bill
+  store in the job's one transaction. WeChat's NO_STATEMENT_EXIST past noon the next day
+  (``service.bill_certain_at``) for a day on which our ledger has no WeChat payment or
+  refund: the merchant had no transaction, the day is reconciled against an empty bill
+  (with such payments it is waited for, then fails with ``no_statement_but_paid``). Not
+  published yet, WeChat Pay or the HIS unreachable, or a bill that does not hash: the run is
+  marked (waiting / failed with the reason) and a new attempt is queued, until
+  ``reconciliation_give_up_hours`` after the day ended. A bill
   that hashes but cannot be used (layout, decimals, summary, duplicates) fails for good
   until staff run it again.
 - ``reconciliation.recheck``: after the system asked WeChat again about a late notify.
@@ -29,7 +33,7 @@ from frontdesk.reconciliation import service
 from frontdesk.reconciliation.errors import BillRejected
 from frontdesk.reconciliation.matching import index_his
 from frontdesk.reconciliation.schemas import LedgerSource
-from frontdesk.wechat.pay.port import PayRejected, PayUnavailable
+from frontdesk.wechat.pay.port import BillDownload, PayRejected, PayUnavailable
 
 log = logging.getLogger("frontdesk.reconciliation")
 
@@ -43,6 +47,12 @@ def _ledger(ctx: outbox.JobContext) -> LedgerSource | None:
 @outbox.job(service.DAILY_JOB, max_attempts=3)
 async def daily(ctx: outbox.JobContext, **_: Any) -> None:
     await service.queue_run(ctx.session, day=service.previous_day(ctx.now), now=ctx.now)
+
+
+def _no_statement_exists(exc: PayRejected | PayUnavailable) -> bool:
+    """WeChat's NO_STATEMENT_EXIST: not generated yet, or no transaction that day (WeChat
+    uses the one code for both). STATEMENT_CREATING is only ever "not yet"."""
+    return isinstance(exc, PayRejected) and exc.vendor_code == "NO_STATEMENT_EXIST"
 
 
 def _fetch_error(exc: PayRejected | PayUnavailable) -> BillRejected:
@@ -86,11 +96,28 @@ async def run_day(ctx: outbox.JobContext, *, day: str, **_: Any) -> None:
         await stop(BillRejected("ledger", "services['ledger'] is not configured"), retry=False)
         return
     with tempfile.TemporaryFile(dir=settings.reconciliation_work_dir or None) as fh:
+        download: BillDownload | None
         try:
             download = await pay.stream_trade_bill(the_day, fh)
         except (PayRejected, PayUnavailable) as exc:
-            await stop(_fetch_error(exc), retry=True)
-            return
+            error = _fetch_error(exc)
+            if not _no_statement_exists(exc) or ctx.now < service.bill_certain_at(the_day):
+                await stop(error, retry=True)
+                return
+            # Past the time the bill is certainly published: no bill means no transaction,
+            # unless our ledger recorded WeChat payments or refunds that day.
+            movements = await service.wechat_movements(ctx.session, ledger, the_day)
+            if movements or not await service.may_reconcile_empty(ctx.session, the_day):
+                if movements:
+                    # Still retried until the deadline (WeChat may be late); then it fails
+                    # with its own reason: finance must look, it is not an empty day.
+                    error = BillRejected(
+                        "no_statement_but_paid" if not may_retry else "no_statement",
+                        f"{exc}; our ledger has {movements} WeChat payment(s)/refund(s) that day",
+                    )
+                await stop(error, retry=True)
+                return
+            download = None
         try:
             # Indexed at once: the HIS's list of records is dropped before the ledger is read.
             settlements = index_his(await his.day_settlements(the_day))
@@ -110,8 +137,8 @@ async def run_day(ctx: outbox.JobContext, *, day: str, **_: Any) -> None:
             outcome = await service.reconcile(
                 ctx.session,
                 day=the_day,
-                bill_lines=text,
-                bill_sha1=download.sha1,
+                bill_lines=text if download is not None else None,
+                bill_sha1=download.sha1 if download is not None else None,
                 his_records=settlements,
                 ledger=ledger,
                 mchid=settings.wechatpay_mchid or None,
@@ -128,9 +155,10 @@ async def run_day(ctx: outbox.JobContext, *, day: str, **_: Any) -> None:
         finally:
             text.detach()
     log.info(
-        "reconciled %s: %s lines, %s differences",
+        "reconciled %s: %s lines%s, %s differences",
         day,
         outcome.run.bill_lines,
+        " (no WeChat bill: no transactions)" if outcome.run.empty_day else "",
         outcome.run.differences,
     )
 

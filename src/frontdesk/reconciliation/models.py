@@ -6,8 +6,19 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import false as sa_false
 
 from frontdesk.core.models import Base, BigId, UTCDateTime
 
@@ -39,6 +50,11 @@ class ReconRun(Base):
     day_on: Mapped[date] = mapped_column(Date, nullable=False, unique=True)
     state: Mapped[str] = mapped_column(String(16), nullable=False)
     bill_sha1: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # WeChat has no bill for the day (NO_STATEMENT_EXIST) and our ledger recorded no WeChat
+    # payment or refund: reconciled against an empty bill (no SHA-1 to show).
+    empty_day: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=sa_false()
+    )
     bill_lines: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     ledger_entries: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     his_records: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

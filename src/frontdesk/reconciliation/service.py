@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,6 +31,7 @@ from frontdesk.reconciliation.errors import (
     RunNotFound,
 )
 from frontdesk.reconciliation.matching import (
+    PAID_STATES,
     HisIndex,
     LedgerIndex,
     classify,
@@ -106,6 +107,35 @@ def previous_day(at: datetime) -> date:
     return get_clock().local_date_of(at) - timedelta(days=1)
 
 
+# WeChat generates the day's bills from 09:00 the next day and says to fetch them after
+# 10:00 (protocols/wechat.md §4.10). From noon on, NO_STATEMENT_EXIST no longer means "not
+# yet": it means WeChat has no bill for the day because the merchant had no transaction.
+BILL_CERTAIN_AT = time(12, 0)
+
+
+def bill_certain_at(day: date) -> datetime:
+    """When WeChat's bill of ``day`` is certainly published (aware UTC): noon hospital time
+    the next day."""
+    return get_clock().at_local(day + timedelta(days=1), BILL_CERTAIN_AT)
+
+
+async def wechat_movements(session: AsyncSession, ledger: LedgerSource, day: date) -> int:
+    """How many WeChat payments and refunds our ledger recorded on ``day``: payments that
+    were paid, and refunds in any state (WeChat lists a refund from the day it was applied
+    for, finished or not). A payment still pending or closed moved no money and is not in
+    any bill."""
+    index = await read_ledger(session, ledger, day)
+    return sum(1 for key, item in index.items() if key.startswith("r|") or item[1] in PAID_STATES)
+
+
+async def may_reconcile_empty(session: AsyncSession, day: date) -> bool:
+    """Whether a NO_STATEMENT_EXIST may be reconciled as an empty bill: not when an earlier
+    run of the day reconciled a real bill (WeChat had one; a later "no bill" must not wipe
+    its results)."""
+    run = await repo.run_for(session, day)
+    return run is None or run.bill_sha1 is None
+
+
 # --------------------------------------------------------------------------- running a day
 
 
@@ -159,7 +189,7 @@ async def reconcile(
     session: AsyncSession,
     *,
     day: date,
-    bill_lines: Iterable[str],
+    bill_lines: Iterable[str] | None,
     bill_sha1: str | None,
     his_records: Sequence[SettlementRecord] | HisIndex,
     ledger: LedgerSource,
@@ -171,13 +201,17 @@ async def reconcile(
     """Parse and match the day, then replace its results in one go. A refused bill raises
     ``BillRejected`` before anything is written (the caller records it).
 
+    ``bill_lines`` None: WeChat has no bill for the day (no transactions, NO_STATEMENT_EXIST
+    past ``bill_certain_at``): the day is matched against an empty bill, so whatever our
+    ledger or the HIS has for it is a difference, and the run is marked ``empty_day``.
+
     ``his_later``: the HIS's settlements of the next day, for this day's movements the HIS
     booked only then (see ``matching.match``)."""
     led = await read_ledger(session, ledger, day)
     his_index = his_records if isinstance(his_records, dict) else index_his(his_records)
     await _drop_earlier_bookings(session, ledger, day, led, his_index)
-    parser = BillParser(mchid=mchid)
-    result = match(parser.rows(bill_lines), led, his_index, his_later=his_later)
+    rows = () if bill_lines is None else BillParser(mchid=mchid).rows(bill_lines)
+    result = match(rows, led, his_index, his_later=his_later)
     run = await repo.ensure_run(session, day, now=now, state=RECONCILED)
     existing = await repo.differences_of(session, day)
     findings = await _cross_day(session, day, result.findings, policy)
@@ -235,6 +269,7 @@ async def reconcile(
     await repo.replace_totals(session, day, _totals_rows(day, result.totals))
     run.state = RECONCILED
     run.bill_sha1 = bill_sha1
+    run.empty_day = bill_lines is None
     run.bill_lines = result.bill_count
     run.ledger_entries = result.ledger_count
     run.his_records = result.his_count

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -375,8 +376,10 @@ async def native_confirm(request: Request, sim: SimDep) -> Response:
 async def faults(request: Request, sim: SimDep) -> Response:
     """``{"notify": ["drop"|"delay"|"duplicate"...], "notify_delay_seconds": 60,
     "api_500": 1, "signtest": 1, "refund_abnormal": 1, "timeout": 1, "timeout_seconds": 15,
-    "timeout_path": "/v3/refund"}`` — each one-shot, consumed in order. ``timeout``: the call
-    is carried out but its answer is held past the client's deadline."""
+    "timeout_path": "/v3/refund", "statement_creating": 1, "no_statement_days": ["2026-11-27"]}``
+    — each one-shot, consumed in order, but ``no_statement_days`` (the bill of those days is
+    NO_STATEMENT_EXIST from then on). ``timeout``: the call is carried out but its answer is
+    held past the client's deadline."""
     try:
         data = _json_object(await request.body())
     except SimError as exc:
@@ -385,7 +388,7 @@ async def faults(request: Request, sim: SimDep) -> Response:
     if not isinstance(notify, list) or any(x not in ("drop", "delay", "duplicate") for x in notify):
         return JSONResponse({"code": "PARAM_ERROR", "message": "notify faults"}, 400)
     counts: dict[str, int] = {}
-    for name in ("api_500", "signtest", "refund_abnormal", "timeout"):
+    for name in ("api_500", "signtest", "refund_abnormal", "timeout", "statement_creating"):
         value = data.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
             return JSONResponse({"code": "PARAM_ERROR", "message": name}, 400)
@@ -398,12 +401,23 @@ async def faults(request: Request, sim: SimDep) -> Response:
     where = data.get("timeout_path", "")
     if not isinstance(where, str) or len(where) > 200:
         return JSONResponse({"code": "PARAM_ERROR", "message": "timeout_path"}, 400)
+    days = data.get("no_statement_days", [])
+    try:
+        if not isinstance(days, list) or len(days) > 366:
+            raise ValueError(days)
+        no_statement = {date.fromisoformat(d) for d in days if isinstance(d, str)}
+        if len(no_statement) != len(set(days)):
+            raise ValueError(days)
+    except (TypeError, ValueError):
+        return JSONResponse({"code": "PARAM_ERROR", "message": "no_statement_days"}, 400)
     sim.faults.notify.extend(notify)
     sim.faults.api_500 += counts["api_500"]
     sim.faults.signtest += counts["signtest"]
     sim.faults.refund_abnormal += counts["refund_abnormal"]
     sim.faults.timeout += counts["timeout"]
     sim.faults.timeout_path = where
+    sim.faults.statement_creating += counts["statement_creating"]
+    sim.faults.no_statement_days |= no_statement
     if hold is not None:
         sim.faults.timeout_seconds = float(hold)
     delay = data.get("notify_delay_seconds")

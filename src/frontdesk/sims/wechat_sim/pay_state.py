@@ -204,6 +204,11 @@ class Faults:
     timeout: int = 0
     timeout_seconds: float = 15.0
     timeout_path: str = ""
+    # Not one-shot: the trade bill of these days is answered NO_STATEMENT_EXIST whatever
+    # was traded (WeChat's answer for a day it has no bill of, e.g. trades we have and it
+    # has not); ``statement_creating``: the next N bill requests answer STATEMENT_CREATING.
+    no_statement_days: set[date] = field(default_factory=set)
+    statement_creating: int = 0
 
 
 def _rand(alphabet: str, n: int) -> str:
@@ -1005,8 +1010,11 @@ class PaySim:
         ready_at = datetime.combine(day + timedelta(days=1), time(9, 0), tzinfo=CST)
         if self.now() < ready_at:
             raise SimError(400, "NO_STATEMENT_EXIST", "账单尚未生成，请次日10点后再下载")
+        if self.faults.statement_creating > 0:
+            self.faults.statement_creating -= 1
+            raise SimError(400, "STATEMENT_CREATING", "账单生成中，请稍后再试")
         lines = self.bill_lines(day)
-        if not lines:
+        if not lines or day in self.faults.no_statement_days:
             raise SimError(400, "NO_STATEMENT_EXIST", "当日无交易，账单不存在")
         raw = render_bill(lines, bill_type=bill_type, tz=CST)
         stored = gzip.compress(raw, mtime=0) if tar_type == "GZIP" else raw
