@@ -13,7 +13,7 @@ import json
 import secrets
 import string
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -73,17 +73,23 @@ def _private_pem(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
+DEV_CERT_VALID_FROM = datetime(2020, 1, 1, tzinfo=UTC)
+DEV_CERT_VALID_UNTIL = datetime(2099, 12, 31, tzinfo=UTC)
+
+
 def _self_signed(key: rsa.RSAPrivateKey, common_name: str, serial: int) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    start = datetime.now(UTC) - timedelta(days=1)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(serial)
-        .not_valid_before(start)
-        .not_valid_after(start + timedelta(days=3650))
+        # Fixed, wide validity: the tests run on a frozen clock (2026-11-27), the demo on the
+        # real one; a window taken from the wall clock at key generation ("now - 1 day")
+        # made certificate-mode tests fail once the wall clock passed the frozen one by a day.
+        .not_valid_before(DEV_CERT_VALID_FROM)
+        .not_valid_after(DEV_CERT_VALID_UNTIL)
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM)
